@@ -1,0 +1,117 @@
+import Fastify, { LogController, type FastifyInstance } from 'fastify';
+import pg from 'pg';
+import { Redis } from 'ioredis';
+import { SikkerError } from '../shared/errors/sikker-error.js';
+import type { Logger } from '../shared/logging/logger.js';
+import { AuditBatcher } from './audit/audit-batcher.js';
+import { NonceStore } from './auth/nonce-store.js';
+import { RequestAuthenticator } from './auth/request-authenticator.js';
+import type { ControlPlaneConfig } from './config/config.js';
+import { migrate } from './db/migrate.js';
+import { makeErrorHandler } from './http/error-mapping.js';
+import { RouteKit } from './http/route-kit.js';
+import { registerAuditRoutes } from './http/routes/audit-routes.js';
+import { registerIdentityRoutes } from './http/routes/identity-routes.js';
+import { registerOpsRoutes } from './http/routes/ops-routes.js';
+import { registerSysRoutes } from './http/routes/sys-routes.js';
+import { registerVaultRoutes } from './http/routes/vault-routes.js';
+import { IdentityService } from './identity/identity-service.js';
+import { ControlPlaneMetrics } from './metrics/metrics.js';
+import { Keyring } from './vault/keyring.js';
+import { ProjectKeyRotation } from './vault/project-key-rotation.js';
+import { ProjectService } from './vault/project-service.js';
+import { RootKeyHolder } from './vault/root-key-holder.js';
+import { SealService } from './vault/seal-service.js';
+import { SecretService } from './vault/secret-service.js';
+
+const BODY_LIMIT = 256 * 1024;
+
+export interface ControlPlane {
+  app: FastifyInstance;
+  pool: pg.Pool;
+  redis: Redis;
+  root: RootKeyHolder;
+  services: { seal: SealService; identities: IdentityService; projects: ProjectService; secrets: SecretService; keyRotation: ProjectKeyRotation; audit: AuditBatcher };
+  /** Starts listening; resolves with the bound address. */
+  listen(): Promise<{ host: string; port: number }>;
+  /** Stops taking requests, drains, seals (zeroes keys) and closes connections. */
+  close(): Promise<void>;
+}
+
+/** Wires the control plane together (composition root). Applies migrations; starts sealed. */
+export async function createControlPlane(config: ControlPlaneConfig, logger: Logger, options: { defaultMetrics?: boolean } = {}): Promise<ControlPlane> {
+  const pool = new pg.Pool({ connectionString: config.databaseUrl, max: config.dbPoolSize });
+  pool.on('error', (err) => logger.error({ err }, 'idle PostgreSQL connection failed'));
+  try {
+    await migrate(pool);
+  } catch (err) {
+    await pool.end();
+    throw err instanceof SikkerError ? err : new SikkerError('ERR_CONFIG_INVALID', 'cannot reach or migrate the PostgreSQL database (SIKKER_DATABASE_URL)', { cause: err });
+  }
+  // Fail fast, never queue: a nonce check that cannot reach Redis must refuse at once.
+  const redis = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 2000, lazyConnect: false });
+  redis.on('error', (err: Error) => logger.warn({ err: { message: err.message } }, 'Redis connection problem (signed requests are refused meanwhile)'));
+
+  const root = new RootKeyHolder();
+  const keyring = new Keyring(root);
+  const audit = new AuditBatcher(pool, () => root.signer(), logger);
+  const seal = new SealService(pool, root, audit, logger);
+  const identities = new IdentityService(pool, root, logger);
+  const projects = new ProjectService(pool, keyring, root, logger);
+  const secrets = new SecretService(pool, keyring, projects, audit, root, logger);
+  const keyRotation = new ProjectKeyRotation(pool, keyring, root, logger);
+  const nonces = new NonceStore(redis, config.redisPrefix, config.clockSkewMs * 2);
+  const authenticator = new RequestAuthenticator(identities, nonces, config.clockSkewMs);
+  const metrics = new ControlPlaneMetrics(options);
+
+  const app = Fastify({
+    loggerInstance: logger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: BODY_LIMIT,
+    ...(config.tls === null ? {} : { https: { cert: config.tls.cert, key: config.tls.key, minVersion: 'TLSv1.2' as const } }),
+  }) as unknown as FastifyInstance;
+  app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit: BODY_LIMIT }, (request, body, done) => {
+    const raw = body as Buffer;
+    request.rawBody = raw;
+    if (raw.length === 0) return done(null, undefined);
+    try {
+      done(null, JSON.parse(raw.toString('utf8')));
+    } catch {
+      done(new SikkerError('ERR_VALIDATION', 'request body is not valid JSON'), undefined);
+    }
+  });
+  app.setErrorHandler(makeErrorHandler(logger));
+  app.setNotFoundHandler((_request, reply) => {
+    void reply.status(404).send({ error: { code: 'ERR_NOT_FOUND', message: 'no such endpoint' } });
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unknown';
+    metrics.requests.inc({ method: request.method, route, status: String(reply.statusCode) });
+    metrics.requestSeconds.observe({ route }, reply.elapsedTime / 1000);
+  });
+
+  const kit = new RouteKit(app, { authenticator, root, audit, logger });
+  const serverPublicKey = async (): Promise<string | null> => (await seal.status()).serverPublicKey;
+  registerSysRoutes(kit, { seal, keyRotation, logger });
+  registerVaultRoutes(kit, { projects, secrets, keyRotation });
+  registerIdentityRoutes(kit, { identities, projects, serverPublicKey });
+  registerAuditRoutes(kit, { pool, projects });
+  registerOpsRoutes(app, kit, { root, metrics, ready: async () => redis.status === 'ready' });
+
+  return {
+    app, pool, redis, root,
+    services: { seal, identities, projects, secrets, keyRotation, audit },
+    async listen() {
+      await app.listen({ host: config.listenHost, port: config.listenPort });
+      const address = app.server.address();
+      if (address === null || typeof address === 'string') throw new SikkerError('ERR_INTERNAL', 'server has no TCP address');
+      return { host: address.address, port: address.port };
+    },
+    async close() {
+      await app.close();
+      root.seal();
+      redis.disconnect();
+      await pool.end();
+    },
+  };
+}

@@ -1,0 +1,57 @@
+import type { PoolClient } from 'pg';
+import type { KeyObject } from 'node:crypto';
+import { chainHash, signCheckpoint } from './audit-chain.js';
+import { CHECKPOINT_INTERVAL, type AuditDraft, type AuditRecordRow } from './audit-types.js';
+
+export type CheckpointSigner = () => { key: KeyObject; version: number } | null;
+
+/**
+ * Appends records to the chain inside the caller's open transaction. Locks the chain
+ * head row once for the whole batch (not once per record), so group commits keep
+ * the chain linear across replicas without serialising each request. Returns the
+ * sequence numbers in draft order. Adds a signed checkpoint when one is due and the
+ * signing key is available (it is not while sealed).
+ */
+export async function appendAuditRecords(client: PoolClient, drafts: AuditDraft[], signer: CheckpointSigner): Promise<number[]> {
+  if (drafts.length === 0) return [];
+  const head = await client.query<{ seq: string; record_hash: Buffer; checkpoint_seq: string }>(
+    'SELECT seq, record_hash, checkpoint_seq FROM audit_chain_head WHERE singleton FOR UPDATE',
+  );
+  const headRow = head.rows[0];
+  if (headRow === undefined) throw new Error('audit chain head row is missing');
+  let seq = Number(headRow.seq);
+  let prevHash = headRow.record_hash;
+  const occurredAt = new Date();
+  const rows: AuditRecordRow[] = drafts.map((d) => {
+    seq += 1;
+    const fields = {
+      seq, occurredAt, identityId: d.identityId, sourceIp: d.sourceIp, action: d.action,
+      projectId: d.projectId ?? null, secretId: d.secretId ?? null, secretVersion: d.secretVersion ?? null,
+      outcome: d.outcome, detail: d.detail ?? {},
+    };
+    const recordHash = chainHash(prevHash, fields);
+    const row = { ...fields, prevHash, recordHash };
+    prevHash = recordHash;
+    return row;
+  });
+  await client.query(
+    `INSERT INTO audit_records (seq, occurred_at, identity_id, source_ip, action, project_id, secret_id, secret_version, outcome, detail, prev_hash, record_hash)
+     SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::uuid[], $4::text[], $5::text[], $6::uuid[], $7::uuid[], $8::int[], $9::text[], $10::jsonb[], $11::bytea[], $12::bytea[])`,
+    [
+      rows.map((r) => r.seq), rows.map((r) => r.occurredAt), rows.map((r) => r.identityId), rows.map((r) => r.sourceIp),
+      rows.map((r) => r.action), rows.map((r) => r.projectId), rows.map((r) => r.secretId), rows.map((r) => r.secretVersion),
+      rows.map((r) => r.outcome), rows.map((r) => JSON.stringify(r.detail)), rows.map((r) => r.prevHash), rows.map((r) => r.recordHash),
+    ],
+  );
+  let checkpointSeq = Number(headRow.checkpoint_seq);
+  const key = signer();
+  if (key !== null && seq - checkpointSeq >= CHECKPOINT_INTERVAL) {
+    await client.query(
+      'INSERT INTO audit_checkpoints (seq, record_hash, server_key_version, signature) VALUES ($1, $2, $3, $4)',
+      [seq, prevHash, key.version, signCheckpoint(key.key, seq, prevHash)],
+    );
+    checkpointSeq = seq;
+  }
+  await client.query('UPDATE audit_chain_head SET seq = $1, record_hash = $2, checkpoint_seq = $3 WHERE singleton', [seq, prevHash, checkpointSeq]);
+  return rows.map((r) => r.seq);
+}

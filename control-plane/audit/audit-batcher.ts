@@ -1,0 +1,79 @@
+import type { Pool } from 'pg';
+import type { Logger } from '../../shared/logging/logger.js';
+import { SikkerError } from '../../shared/errors/sikker-error.js';
+import { appendAuditRecords, type CheckpointSigner } from './audit-appender.js';
+import type { AuditDraft } from './audit-types.js';
+
+interface Waiter {
+  draft: AuditDraft;
+  resolve: (seq: number) => void;
+  reject: (err: SikkerError) => void;
+}
+
+export interface AuditBatcherOptions {
+  /** Most records committed in one transaction. */
+  maxBatch?: number;
+}
+
+/**
+ * Group commit for audit records. Each caller awaits its own record's commit (so a
+ * read can withhold plaintext until its record is durable), but records that arrive
+ * while a commit is in flight share the next transaction: one head lock and one
+ * fsync per batch instead of per request.
+ */
+export class AuditBatcher {
+  private queue: Waiter[] = [];
+  private draining = false;
+  private readonly maxBatch: number;
+
+  constructor(
+    private readonly pool: Pick<Pool, 'connect'>,
+    private readonly signer: CheckpointSigner,
+    private readonly logger: Logger,
+    options: AuditBatcherOptions = {},
+  ) {
+    this.maxBatch = options.maxBatch ?? 512;
+  }
+
+  /** Resolves with the record's sequence number once committed; rejects with ERR_AUDIT_WRITE_FAILED otherwise. */
+  append(draft: AuditDraft): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ draft, resolve, reject });
+      if (!this.draining) {
+        this.draining = true;
+        // setImmediate lets every request that arrived in this I/O turn join the batch.
+        setImmediate(() => void this.drain());
+      }
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, this.maxBatch);
+      try {
+        const seqs = await this.commit(batch.map((w) => w.draft));
+        batch.forEach((w, i) => w.resolve(seqs[i] ?? 0));
+      } catch (err) {
+        this.logger.error({ err, records: batch.length }, 'audit batch failed; the requests it carried are refused');
+        const failure = new SikkerError('ERR_AUDIT_WRITE_FAILED', 'the audit record could not be written; the request was refused', { cause: err, retryable: true });
+        for (const w of batch) w.reject(failure);
+      }
+    }
+    this.draining = false;
+  }
+
+  private async commit(drafts: AuditDraft[]): Promise<number[]> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const seqs = await appendAuditRecords(client, drafts, this.signer);
+      await client.query('COMMIT');
+      return seqs;
+    } catch (err) {
+      await client.query('ROLLBACK').catch((rollbackErr: unknown) => this.logger.warn({ err: rollbackErr }, 'rollback after audit failure failed'));
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+}

@@ -1,0 +1,80 @@
+import type { Pool, PoolClient } from 'pg';
+import { newKey, open, seal, zero, envelopeKeyVersion } from '../../shared/crypto/aead.js';
+import { SikkerError } from '../../shared/errors/sikker-error.js';
+import type { RootKeyHolder } from './root-key-holder.js';
+
+/** The root key has one version until root-key rotation exists. */
+export const ROOT_KEY_VERSION = 1;
+
+type Queryable = Pick<Pool | PoolClient, 'query'>;
+
+/**
+ * Unwraps project master keys (under the root key) and data keys (under a project
+ * key). Unwrapped project keys are cached in memory for speed and zeroed when the
+ * vault seals. Data keys are never cached: callers zero them after use.
+ */
+export class Keyring {
+  private readonly projectKeys = new Map<string, Buffer>();
+
+  constructor(private readonly root: RootKeyHolder) {
+    root.onSeal(() => this.clear());
+  }
+
+  clear(): void {
+    for (const key of this.projectKeys.values()) zero(key);
+    this.projectKeys.clear();
+  }
+
+  /** Generates a project key of `version` and returns it wrapped under the root key. */
+  newWrappedProjectKey(projectId: string, version: number): Buffer {
+    const key = newKey();
+    try {
+      return seal(this.root.rootKeyOrThrow(), ROOT_KEY_VERSION, key, { purpose: 'project-key', projectId, keyVersion: version });
+    } finally {
+      zero(key);
+    }
+  }
+
+  /** The unwrapped project key. Owned by the cache: callers must not zero or keep it. */
+  async projectKey(db: Queryable, projectId: string, version: number): Promise<Buffer> {
+    const cacheKey = `${projectId}:${version}`;
+    const cached = this.projectKeys.get(cacheKey);
+    if (cached !== undefined) return cached;
+    const row = (await db.query<{ wrapped_key: Buffer }>(
+      'SELECT wrapped_key FROM project_keys WHERE project_id = $1 AND key_version = $2', [projectId, version],
+    )).rows[0];
+    if (row === undefined) throw new SikkerError('ERR_INTERNAL', `project key version ${version} is missing`);
+    const key = open(this.root.rootKeyOrThrow(), row.wrapped_key, { purpose: 'project-key', projectId, keyVersion: version });
+    if (this.root.isSealed()) {
+      zero(key); // sealed while we waited for the database
+      throw new SikkerError('ERR_VAULT_SEALED', 'the vault is sealed', { retryable: true });
+    }
+    this.projectKeys.set(cacheKey, key);
+    return key;
+  }
+
+  /** Generates a data key for a new secret; returns it (caller zeroes) and its wrapping. */
+  async newDataKey(db: Queryable, projectId: string, secretId: string, projectKeyVersion: number): Promise<{ dataKey: Buffer; wrapped: Buffer }> {
+    const projectKey = await this.projectKey(db, projectId, projectKeyVersion);
+    const dataKey = newKey();
+    return { dataKey, wrapped: seal(projectKey, projectKeyVersion, dataKey, { purpose: 'data-key', projectId, secretId }) };
+  }
+
+  /** Unwraps a secret's data key (the envelope names its project key version). Caller zeroes it. */
+  async dataKey(db: Queryable, projectId: string, secretId: string, wrapped: Buffer): Promise<Buffer> {
+    const version = envelopeKeyVersion(wrapped);
+    const projectKey = await this.projectKey(db, projectId, version);
+    return open(projectKey, wrapped, { purpose: 'data-key', projectId, secretId });
+  }
+
+  /** Re-wraps a data key under another project key version without exposing the value it protects. */
+  async rewrapDataKey(db: Queryable, projectId: string, secretId: string, wrapped: Buffer, toVersion: number): Promise<Buffer> {
+    const dataKey = await this.dataKey(db, projectId, secretId, wrapped);
+    try {
+      const projectKey = await this.projectKey(db, projectId, toVersion);
+      return seal(projectKey, toVersion, dataKey, { purpose: 'data-key', projectId, secretId });
+    } finally {
+      zero(dataKey);
+    }
+  }
+}

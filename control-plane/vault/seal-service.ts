@@ -1,0 +1,187 @@
+import { randomBytes, randomUUID, createPrivateKey, type KeyObject } from 'node:crypto';
+import type { Pool } from 'pg';
+import { split, combine } from 'shamir-secret-sharing';
+import { open, seal, zero } from '../../shared/crypto/aead.js';
+import { constantTimeEqual, deriveKey, hmacSha256 } from '../../shared/crypto/derive.js';
+import { SikkerError } from '../../shared/errors/sikker-error.js';
+import { exportPublicKey, generateIdentityKeyPair } from '../../shared/signing/ed25519-keys.js';
+import type { Logger } from '../../shared/logging/logger.js';
+import { appendAuditRecords } from '../audit/audit-appender.js';
+import type { AuditBatcher } from '../audit/audit-batcher.js';
+import { ROOT_KEY_VERSION } from './keyring.js';
+import type { RootKeyHolder } from './root-key-holder.js';
+
+const SHARE_PREFIX = 'sks1-';
+const SERVER_KEY_BINDING = { purpose: 'server-signing-key', projectId: '-' } as const;
+
+export interface VaultStatus {
+  initialised: boolean;
+  sealed: boolean;
+  threshold: number | null;
+  shares: number | null;
+  progress: number;
+  serverPublicKey: string | null;
+}
+
+function rootCheck(rootKey: Buffer): Buffer {
+  const checkKey = deriveKey(rootKey, 'root-check');
+  try {
+    return hmacSha256(checkKey, 'sikker-root-check-v1');
+  } finally {
+    zero(checkKey);
+  }
+}
+
+function decodeShare(text: string): Uint8Array {
+  const body = text.trim();
+  if (!body.startsWith(SHARE_PREFIX)) throw new SikkerError('ERR_VAULT_SHARE_INVALID', `a share starts with "${SHARE_PREFIX}"`);
+  const bytes = Buffer.from(body.slice(SHARE_PREFIX.length), 'base64url');
+  if (bytes.length !== 33) throw new SikkerError('ERR_VAULT_SHARE_INVALID', 'the share has the wrong length (copied incompletely?)');
+  return new Uint8Array(bytes);
+}
+
+/**
+ * Initialisation, unsealing and sealing. The root key is generated here, split into
+ * Shamir shares that are returned once, and only an HMAC check value derived from it
+ * is stored, so a wrong reconstruction is detected and never installed.
+ */
+export class SealService {
+  private pendingShares: Uint8Array[] = [];
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly root: RootKeyHolder,
+    private readonly audit: AuditBatcher,
+    private readonly logger: Logger,
+  ) {
+    root.onSeal(() => this.clearPending());
+  }
+
+  private clearPending(): void {
+    for (const share of this.pendingShares) zero(share);
+    this.pendingShares = [];
+  }
+
+  async status(): Promise<VaultStatus> {
+    const state = (await this.pool.query<{ share_count: number; threshold: number }>('SELECT share_count, threshold FROM vault_state')).rows[0];
+    const key = (await this.pool.query<{ public_key: string }>('SELECT public_key FROM server_keys ORDER BY key_version DESC LIMIT 1')).rows[0];
+    return {
+      initialised: state !== undefined,
+      sealed: this.root.isSealed(),
+      threshold: state?.threshold ?? null,
+      shares: state?.share_count ?? null,
+      progress: this.pendingShares.length,
+      serverPublicKey: key?.public_key ?? null,
+    };
+  }
+
+  /**
+   * Creates the root key, the server signing key and the first admin identity, in one
+   * transaction. Fails with ERR_VAULT_ALREADY_INITIALISED if another init won.
+   */
+  async init(input: { shares: number; threshold: number; publicKey: string; name: string; sourceIp: string }): Promise<{ shares: string[]; identityId: string; serverPublicKey: string }> {
+    const rootKey = randomBytes(32);
+    const signing = generateIdentityKeyPair();
+    const signingDer = signing.privateKey.export({ format: 'der', type: 'pkcs8' });
+    const identityId = randomUUID();
+    const serverPublicKey = exportPublicKey(signing.publicKey);
+    const client = await this.pool.connect();
+    let shares: Uint8Array[] = [];
+    try {
+      shares = await split(new Uint8Array(rootKey), input.shares, input.threshold);
+      await client.query('BEGIN');
+      const inserted = await client.query(
+        'INSERT INTO vault_state (root_check, share_count, threshold) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
+        [rootCheck(rootKey), input.shares, input.threshold],
+      );
+      if (inserted.rowCount !== 1) throw new SikkerError('ERR_VAULT_ALREADY_INITIALISED', 'the vault is already initialised');
+      await client.query('INSERT INTO server_keys (key_version, public_key, wrapped_private_key) VALUES (1, $1, $2)',
+        [serverPublicKey, seal(rootKey, ROOT_KEY_VERSION, signingDer, SERVER_KEY_BINDING)]);
+      await client.query('INSERT INTO identities (identity_id, name, public_key) VALUES ($1, $2, $3)', [identityId, input.name, input.publicKey]);
+      await client.query("INSERT INTO grants (identity_id, project_id, role) VALUES ($1, NULL, 'admin')", [identityId]);
+      await appendAuditRecords(client, [{
+        identityId, sourceIp: input.sourceIp, action: 'vault.init', outcome: 'success',
+        detail: { shares: input.shares, threshold: input.threshold },
+      }], () => null);
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch((e: unknown) => this.logger.warn({ err: e }, 'rollback failed'));
+      zero(rootKey);
+      for (const s of shares) zero(s);
+      throw err;
+    } finally {
+      zero(signingDer);
+      client.release();
+    }
+    this.root.install(rootKey, signing.privateKey, 1);
+    const encoded = shares.map((s) => SHARE_PREFIX + Buffer.from(s).toString('base64url'));
+    for (const s of shares) zero(s);
+    this.logger.info({ identityId, shares: input.shares, threshold: input.threshold }, 'vault initialised');
+    return { shares: encoded, identityId, serverPublicKey };
+  }
+
+  /**
+   * Takes one share. With `threshold` distinct shares, reconstructs the root key and
+   * installs it only if it matches the stored check; otherwise forgets every share
+   * given so far and stays sealed (ERR_VAULT_UNSEAL_FAILED).
+   */
+  async unseal(shareText: string, sourceIp: string): Promise<VaultStatus> {
+    const state = (await this.pool.query<{ root_check: Buffer; threshold: number }>('SELECT root_check, threshold FROM vault_state')).rows[0];
+    if (state === undefined) throw new SikkerError('ERR_VAULT_NOT_INITIALISED', 'the vault is not initialised; run `sikker operator init`');
+    if (!this.root.isSealed()) return this.status();
+    const share = decodeShare(shareText);
+    if (this.pendingShares.some((s) => s[32] === share[32])) {
+      zero(share);
+      throw new SikkerError('ERR_VAULT_SHARE_INVALID', 'this share (or another with the same index) was already given');
+    }
+    this.pendingShares.push(share);
+    if (this.pendingShares.length < state.threshold) {
+      await this.auditUnseal(sourceIp, 'share-accepted');
+      return this.status();
+    }
+    let candidate: Buffer | null = null;
+    try {
+      candidate = Buffer.from(await combine(this.pendingShares));
+    } catch (err) {
+      this.logger.warn({ err }, 'shares could not be combined');
+    }
+    this.clearPending();
+    if (candidate === null || candidate.length !== 32 || !constantTimeEqual(rootCheck(candidate), state.root_check)) {
+      zero(candidate);
+      await this.auditUnseal(sourceIp, 'failure');
+      throw new SikkerError('ERR_VAULT_UNSEAL_FAILED', 'the shares do not reconstruct the root key; the vault stays sealed and the shares given so far were discarded');
+    }
+    this.root.install(candidate, await this.loadSigningKey(candidate), 1);
+    await this.auditUnseal(sourceIp, 'success');
+    this.logger.info('vault unsealed');
+    return this.status();
+  }
+
+  private async loadSigningKey(rootKey: Buffer): Promise<KeyObject> {
+    const row = (await this.pool.query<{ wrapped_private_key: Buffer }>('SELECT wrapped_private_key FROM server_keys WHERE key_version = 1')).rows[0];
+    if (row === undefined) throw new SikkerError('ERR_INTERNAL', 'the server signing key is missing');
+    const der = open(rootKey, row.wrapped_private_key, SERVER_KEY_BINDING);
+    try {
+      return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
+    } finally {
+      zero(der);
+    }
+  }
+
+  private async auditUnseal(sourceIp: string, outcome: string): Promise<void> {
+    try {
+      await this.audit.append({ identityId: null, sourceIp, action: 'vault.unseal', outcome, detail: { progress: this.pendingShares.length } });
+    } catch (err) {
+      // Unsealing must stay possible while the audit log is unwritable; the failure is logged loudly.
+      this.logger.error({ err }, 'could not audit an unseal attempt');
+    }
+  }
+
+  /** Drops the root key at once. The record is written after (the key is already gone). */
+  async seal(identityId: string, sourceIp: string): Promise<VaultStatus> {
+    this.root.seal();
+    this.logger.warn({ identityId }, 'vault sealed');
+    await this.audit.append({ identityId, sourceIp, action: 'vault.seal', outcome: 'success' });
+    return this.status();
+  }
+}

@@ -1,0 +1,161 @@
+import { randomUUID } from 'node:crypto';
+import type { Pool, PoolClient } from 'pg';
+import { open, seal, zero } from '../../shared/crypto/aead.js';
+import { SikkerError } from '../../shared/errors/sikker-error.js';
+import type { Logger } from '../../shared/logging/logger.js';
+import { appendAuditRecords } from '../audit/audit-appender.js';
+import type { AuditBatcher } from '../audit/audit-batcher.js';
+import { needsSecretGrant, requireProjectAction, rolesAllowing } from '../auth/authorize.js';
+import { withTransaction } from '../db/transaction.js';
+import type { AuthIdentity } from '../identity/identity-types.js';
+import type { Keyring } from './keyring.js';
+import type { ProjectService } from './project-service.js';
+import type { RootKeyHolder } from './root-key-holder.js';
+import { findSecretId, findSecretVersion, listSecretsOfProject, listVersions } from './vault-dal.js';
+
+export type WritableLabel = 'current' | 'pending';
+
+export interface ReadResult {
+  version: number;
+  label: 'current' | 'previous' | 'pending' | null;
+  value: string;
+}
+
+/**
+ * Secrets and their versions. Writes commit with their audit record; reads return
+ * plaintext only after their audit record has committed (fail closed).
+ */
+export class SecretService {
+  constructor(
+    private readonly pool: Pool,
+    private readonly keyring: Keyring,
+    private readonly projects: ProjectService,
+    private readonly audit: AuditBatcher,
+    private readonly root: RootKeyHolder,
+    private readonly logger: Logger,
+  ) {}
+
+  /**
+   * Stores a new version. With label `current` the old current becomes `previous`
+   * (and the old previous loses its label); with `pending` it replaces any pending one.
+   */
+  async put(caller: AuthIdentity, sourceIp: string, projectName: string, name: string, value: string, label: WritableLabel): Promise<{ secretId: string; version: number }> {
+    const project = await this.projects.resolve(caller, projectName);
+    requireProjectAction(caller, 'secret.write', project.project_id);
+    const plaintext = Buffer.from(value, 'utf8');
+    try {
+      return await withTransaction(this.pool, this.logger, async (client) => {
+        const { secretId, dataKey } = await this.lockOrCreateSecret(client, project.project_id, project.current_key_version, name);
+        try {
+          const version = ((await client.query<{ max: number | null }>('SELECT max(version) AS max FROM secret_versions WHERE secret_id = $1', [secretId])).rows[0]?.max ?? 0) + 1;
+          const ciphertext = seal(dataKey, 1, plaintext, { purpose: 'secret-value', projectId: project.project_id, secretId, secretVersion: version });
+          if (label === 'current') {
+            await client.query("UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'previous'", [secretId]);
+            await client.query("UPDATE secret_versions SET label = 'previous' WHERE secret_id = $1 AND label = 'current'", [secretId]);
+          } else {
+            await client.query("UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'pending'", [secretId]);
+          }
+          await client.query('INSERT INTO secret_versions (secret_id, version, ciphertext, label, created_by) VALUES ($1, $2, $3, $4, $5)',
+            [secretId, version, ciphertext, label, caller.identityId]);
+          await appendAuditRecords(client, [{
+            identityId: caller.identityId, sourceIp, action: 'secret.write', projectId: project.project_id, secretId, secretVersion: version, outcome: 'success', detail: { name, label },
+          }], () => this.root.signer());
+          return { secretId, version };
+        } finally {
+          zero(dataKey);
+        }
+      });
+    } finally {
+      zero(plaintext);
+    }
+  }
+
+  private async lockOrCreateSecret(client: PoolClient, projectId: string, keyVersion: number, name: string): Promise<{ secretId: string; dataKey: Buffer }> {
+    const existing = (await client.query<{ secret_id: string; wrapped_data_key: Buffer }>(
+      'SELECT secret_id, wrapped_data_key FROM secrets WHERE project_id = $1 AND name = $2 FOR UPDATE', [projectId, name],
+    )).rows[0];
+    if (existing !== undefined) {
+      return { secretId: existing.secret_id, dataKey: await this.keyring.dataKey(client, projectId, existing.secret_id, existing.wrapped_data_key) };
+    }
+    const secretId = randomUUID();
+    const { dataKey, wrapped } = await this.keyring.newDataKey(client, projectId, secretId, keyVersion);
+    const inserted = await client.query(
+      'INSERT INTO secrets (secret_id, project_id, name, wrapped_data_key, data_key_version) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, name) DO NOTHING',
+      [secretId, projectId, name, wrapped, keyVersion],
+    );
+    if (inserted.rowCount !== 1) {
+      zero(dataKey);
+      throw new SikkerError('ERR_CONFLICT', 'the secret was created concurrently; retry', { retryable: true });
+    }
+    return { secretId, dataKey };
+  }
+
+  /**
+   * Reads one version (default: current). Decrypts in memory, then waits for the
+   * read's audit record to commit; if it cannot, the plaintext is discarded and the
+   * call fails with ERR_AUDIT_WRITE_FAILED.
+   */
+  async read(caller: AuthIdentity, sourceIp: string, projectName: string, name: string, selector: { version?: number | undefined; label?: string | undefined }): Promise<ReadResult> {
+    const grant = caller.grants.find((g) => g.projectName === projectName || g.projectId === null);
+    const row = grant === undefined ? null : await findSecretVersion(this.pool, projectName, name, caller.identityId, selector);
+    const denied = row !== null && this.readDenied(caller, row.project_id, row.granted);
+    if (row === null || grant === undefined) throw new SikkerError('ERR_NOT_FOUND', 'no such secret version that you can read');
+    const base = { identityId: caller.identityId, sourceIp, action: 'secret.read', projectId: row.project_id, secretId: row.secret_id, secretVersion: row.version };
+    if (denied) {
+      await this.audit.append({ ...base, outcome: 'denied' });
+      throw new SikkerError('ERR_AUTH_FORBIDDEN', 'your grants do not allow reading this secret');
+    }
+    if (row.state === 'revoked') {
+      await this.audit.append({ ...base, outcome: 'refused', detail: { reason: 'revoked' } });
+      throw new SikkerError('ERR_CONFLICT', `version ${row.version} is revoked`);
+    }
+    const dataKey = await this.keyring.dataKey(this.pool, row.project_id, row.secret_id, row.wrapped_data_key);
+    let plaintext: Buffer;
+    try {
+      plaintext = open(dataKey, row.ciphertext, { purpose: 'secret-value', projectId: row.project_id, secretId: row.secret_id, secretVersion: row.version });
+    } finally {
+      zero(dataKey);
+    }
+    try {
+      await this.audit.append({ ...base, outcome: 'success' });
+      return { version: row.version, label: row.label, value: plaintext.toString('utf8') };
+    } finally {
+      zero(plaintext);
+    }
+  }
+
+  private readDenied(caller: AuthIdentity, projectId: string, granted: boolean): boolean {
+    const roles = rolesAllowing(caller, 'secret.read', projectId);
+    return roles.length === 0 || (needsSecretGrant(roles) && !granted);
+  }
+
+  async list(caller: AuthIdentity, projectName: string): Promise<Array<{ secretId: string; name: string; currentVersion: number | null; createdAt: Date }>> {
+    const project = await this.projects.resolve(caller, projectName);
+    const roles = requireProjectAction(caller, 'secret.list', project.project_id);
+    const rows = await listSecretsOfProject(this.pool, project.project_id, needsSecretGrant(roles) ? caller.identityId : null);
+    return rows.map((r) => ({ secretId: r.secret_id, name: r.name, currentVersion: r.current_version, createdAt: r.created_at }));
+  }
+
+  async versions(caller: AuthIdentity, projectName: string, name: string): Promise<{ secretId: string; versions: Array<{ version: number; label: string | null; state: string; createdAt: Date }> }> {
+    const project = await this.projects.resolve(caller, projectName);
+    requireProjectAction(caller, 'secret.list', project.project_id);
+    const secretId = await findSecretId(this.pool, project.project_id, name);
+    if (secretId === null) throw new SikkerError('ERR_NOT_FOUND', `no secret "${name}" in project "${projectName}"`);
+    const versions = await listVersions(this.pool, secretId);
+    return { secretId, versions: versions.map((v) => ({ version: v.version, label: v.label, state: v.state, createdAt: v.created_at })) };
+  }
+
+  /** Lets one identity (a reader or agent) read one secret. */
+  async grant(caller: AuthIdentity, sourceIp: string, projectName: string, name: string, identityId: string): Promise<void> {
+    const project = await this.projects.resolve(caller, projectName);
+    requireProjectAction(caller, 'secret.grant', project.project_id);
+    const secretId = await findSecretId(this.pool, project.project_id, name);
+    if (secretId === null) throw new SikkerError('ERR_NOT_FOUND', `no secret "${name}" in project "${projectName}"`);
+    await withTransaction(this.pool, this.logger, async (client) => {
+      const exists = await client.query('SELECT 1 FROM identities WHERE identity_id = $1', [identityId]);
+      if (exists.rowCount !== 1) throw new SikkerError('ERR_NOT_FOUND', 'no such identity');
+      await client.query('INSERT INTO secret_grants (identity_id, secret_id) VALUES ($1, $2) ON CONFLICT DO NOTHING', [identityId, secretId]);
+      await appendAuditRecords(client, [{ identityId: caller.identityId, sourceIp, action: 'secret.grant', projectId: project.project_id, secretId, outcome: 'success', detail: { grantee: identityId } }], () => this.root.signer());
+    });
+  }
+}
