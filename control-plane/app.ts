@@ -3,6 +3,7 @@ import pg from 'pg';
 import { Redis } from 'ioredis';
 import { SikkerError } from '../shared/errors/sikker-error.js';
 import type { Logger } from '../shared/logging/logger.js';
+import { AuditChainWriter } from './audit/audit-appender.js';
 import { AuditBatcher } from './audit/audit-batcher.js';
 import { NonceStore } from './auth/nonce-store.js';
 import { RequestAuthenticator } from './auth/request-authenticator.js';
@@ -38,6 +39,19 @@ export interface ControlPlane {
   close(): Promise<void>;
 }
 
+/** Gives Redis a few seconds to connect so the first requests are not refused; starts anyway (refusing signed requests) if it does not. */
+async function waitForRedis(redis: Redis, logger: Logger, timeoutMs = 5000): Promise<void> {
+  if (redis.status === 'ready') return;
+  const ready = await new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), timeoutMs);
+    redis.once('ready', () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+  if (!ready) logger.error('Redis is not reachable; signed requests are refused until it is');
+}
+
 /** Wires the control plane together (composition root). Applies migrations; starts sealed. */
 export async function createControlPlane(config: ControlPlaneConfig, logger: Logger, options: { defaultMetrics?: boolean } = {}): Promise<ControlPlane> {
   const pool = new pg.Pool({ connectionString: config.databaseUrl, max: config.dbPoolSize });
@@ -51,15 +65,17 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
   // Fail fast, never queue: a nonce check that cannot reach Redis must refuse at once.
   const redis = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 2000, lazyConnect: false });
   redis.on('error', (err: Error) => logger.warn({ err: { message: err.message } }, 'Redis connection problem (signed requests are refused meanwhile)'));
+  await waitForRedis(redis, logger);
 
   const root = new RootKeyHolder();
   const keyring = new Keyring(root);
-  const audit = new AuditBatcher(pool, () => root.signer(), logger);
-  const seal = new SealService(pool, root, audit, logger);
-  const identities = new IdentityService(pool, root, logger);
-  const projects = new ProjectService(pool, keyring, root, logger);
-  const secrets = new SecretService(pool, keyring, projects, audit, root, logger);
-  const keyRotation = new ProjectKeyRotation(pool, keyring, root, logger);
+  const chain = new AuditChainWriter(() => root.signer(), config.auditCheckpointEvery);
+  const audit = new AuditBatcher(pool, chain, logger);
+  const seal = new SealService(pool, root, audit, chain, logger);
+  const identities = new IdentityService(pool, chain, logger);
+  const projects = new ProjectService(pool, keyring, chain, logger);
+  const secrets = new SecretService(pool, keyring, projects, audit, chain, logger);
+  const keyRotation = new ProjectKeyRotation(pool, keyring, chain, logger);
   const nonces = new NonceStore(redis, config.redisPrefix, config.clockSkewMs * 2);
   const authenticator = new RequestAuthenticator(identities, nonces, config.clockSkewMs);
   const metrics = new ControlPlaneMetrics(options);

@@ -6,13 +6,26 @@ import { CHECKPOINT_INTERVAL, type AuditDraft, type AuditRecordRow } from './aud
 export type CheckpointSigner = () => { key: KeyObject; version: number } | null;
 
 /**
+ * Writes audit records into the hash chain. One instance per control plane; services
+ * call `append` inside the transaction whose effect the records describe.
+ */
+export class AuditChainWriter {
+  constructor(private readonly signer: CheckpointSigner, private readonly checkpointEvery: number = CHECKPOINT_INTERVAL) {}
+
+  /** See appendAuditRecords. */
+  append(client: PoolClient, drafts: AuditDraft[]): Promise<number[]> {
+    return appendAuditRecords(client, drafts, this.signer, this.checkpointEvery);
+  }
+}
+
+/**
  * Appends records to the chain inside the caller's open transaction. Locks the chain
  * head row once for the whole batch (not once per record), so group commits keep
  * the chain linear across replicas without serialising each request. Returns the
  * sequence numbers in draft order. Adds a signed checkpoint when one is due and the
  * signing key is available (it is not while sealed).
  */
-export async function appendAuditRecords(client: PoolClient, drafts: AuditDraft[], signer: CheckpointSigner): Promise<number[]> {
+export async function appendAuditRecords(client: PoolClient, drafts: AuditDraft[], signer: CheckpointSigner, checkpointEvery: number): Promise<number[]> {
   if (drafts.length === 0) return [];
   const head = await client.query<{ seq: string; record_hash: Buffer; checkpoint_seq: string }>(
     'SELECT seq, record_hash, checkpoint_seq FROM audit_chain_head WHERE singleton FOR UPDATE',
@@ -45,7 +58,7 @@ export async function appendAuditRecords(client: PoolClient, drafts: AuditDraft[
   );
   let checkpointSeq = Number(headRow.checkpoint_seq);
   const key = signer();
-  if (key !== null && seq - checkpointSeq >= CHECKPOINT_INTERVAL) {
+  if (key !== null && seq - checkpointSeq >= checkpointEvery) {
     await client.query(
       'INSERT INTO audit_checkpoints (seq, record_hash, server_key_version, signature) VALUES ($1, $2, $3, $4)',
       [seq, prevHash, key.version, signCheckpoint(key.key, seq, prevHash)],

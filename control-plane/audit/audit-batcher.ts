@@ -1,7 +1,8 @@
 import type { Pool } from 'pg';
 import type { Logger } from '../../shared/logging/logger.js';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
-import { appendAuditRecords, type CheckpointSigner } from './audit-appender.js';
+import type { AuditChainWriter } from './audit-appender.js';
+import { withTransaction } from '../db/transaction.js';
 import type { AuditDraft } from './audit-types.js';
 
 interface Waiter {
@@ -28,7 +29,7 @@ export class AuditBatcher {
 
   constructor(
     private readonly pool: Pick<Pool, 'connect'>,
-    private readonly signer: CheckpointSigner,
+    private readonly chain: AuditChainWriter,
     private readonly logger: Logger,
     options: AuditBatcherOptions = {},
   ) {
@@ -62,18 +63,7 @@ export class AuditBatcher {
     this.draining = false;
   }
 
-  private async commit(drafts: AuditDraft[]): Promise<number[]> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
-      const seqs = await appendAuditRecords(client, drafts, this.signer);
-      await client.query('COMMIT');
-      return seqs;
-    } catch (err) {
-      await client.query('ROLLBACK').catch((rollbackErr: unknown) => this.logger.warn({ err: rollbackErr }, 'rollback after audit failure failed'));
-      throw err;
-    } finally {
-      client.release();
-    }
+  private commit(drafts: AuditDraft[]): Promise<number[]> {
+    return withTransaction(this.pool, this.logger, (client) => this.chain.append(client, drafts));
   }
 }

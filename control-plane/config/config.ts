@@ -17,6 +17,7 @@ const EnvSchema = z.object({
   SIKKER_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   SIKKER_CLOCK_SKEW_SECONDS: z.coerce.number().int().min(5).max(600).default(60),
   SIKKER_DB_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(20),
+  SIKKER_AUDIT_CHECKPOINT_EVERY: z.coerce.number().int().min(1).max(1_000_000).default(1000),
   SIKKER_REPLICA_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
 });
 
@@ -31,6 +32,8 @@ export interface ControlPlaneConfig {
   clockSkewMs: number;
   dbPoolSize: number;
   replicaId: string;
+  /** Records between signed audit checkpoints. */
+  auditCheckpointEvery: number;
 }
 
 /** Parses and checks the environment. Throws ERR_CONFIG_INVALID naming every bad variable (values never echoed). */
@@ -66,5 +69,6 @@ export function loadConfig(env: Record<string, string | undefined>): ControlPlan
     clockSkewMs: c.SIKKER_CLOCK_SKEW_SECONDS * 1000,
     dbPoolSize: c.SIKKER_DB_POOL_SIZE,
     replicaId: c.SIKKER_REPLICA_ID ?? `cp-${process.pid}`,
+    auditCheckpointEvery: c.SIKKER_AUDIT_CHECKPOINT_EVERY,
   };
 }

@@ -45,7 +45,7 @@ export function makeErrorHandler(logger: Logger) {
   return (err: unknown, request: FastifyRequest, reply: FastifyReply): void => {
     const e = err instanceof SikkerError ? err : fromFastify(err as FastifyError);
     const status = statusFor(e.code);
-    if (status >= 500 && e.code === 'ERR_INTERNAL') logger.error({ err, reqId: request.id, route: request.routeOptions.url }, 'internal error');
+    if (status >= 500 && status !== 503) logger.error({ err, reqId: request.id, route: request.routeOptions.url }, 'internal error');
     else logger.info({ code: e.code, status, reqId: request.id, route: request.routeOptions.url }, 'request refused');
     void reply.status(status).send({ error: { code: e.code, message: e.message, ...(e.details === undefined ? {} : { details: e.details }) } });
   };

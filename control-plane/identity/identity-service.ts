@@ -4,9 +4,8 @@ import { SikkerError } from '../../shared/errors/sikker-error.js';
 import { importPublicKey } from '../../shared/signing/ed25519-keys.js';
 import { rekeyProofText, type Role } from '../../shared/protocol/api.js';
 import type { Logger } from '../../shared/logging/logger.js';
-import { appendAuditRecords } from '../audit/audit-appender.js';
+import type { AuditChainWriter } from '../audit/audit-appender.js';
 import { isGlobalAdmin, requireGlobalAdmin, requireProjectAction } from '../auth/authorize.js';
-import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import { buildBlockList, findIdentity, listIdentities, sourceAllowed } from './identity-dal.js';
 import type { AuthIdentity } from './identity-types.js';
 import { withTransaction } from '../db/transaction.js';
@@ -26,9 +25,7 @@ function tokenHash(token: string): Buffer {
 export class IdentityService {
   private readonly cache = new Map<string, { identity: AuthIdentity | null; until: number }>();
 
-  constructor(private readonly pool: Pool, private readonly root: RootKeyHolder, private readonly logger: Logger) {}
-
-  private signer = (): ReturnType<RootKeyHolder['signer']> => this.root.signer();
+  constructor(private readonly pool: Pool, private readonly chain: AuditChainWriter, private readonly logger: Logger) {}
 
   /** For request authentication: a briefly cached lookup (null: unknown identity). */
   async forAuthentication(identityId: string): Promise<AuthIdentity | null> {
@@ -61,7 +58,7 @@ export class IdentityService {
         'INSERT INTO join_tokens (token_hash, project_id, role, name, allowed_cidrs, created_by, expires_at) VALUES ($1, $2, $3, $4, $5::cidr[], $6, $7)',
         [tokenHash(token), input.projectId, input.role, input.name ?? null, input.cidrs, caller.identityId, expiresAt],
       );
-      await appendAuditRecords(client, [{ identityId: caller.identityId, sourceIp, action: 'token.create', projectId: input.projectId, outcome: 'success', detail: { role: input.role, ttlSeconds: input.ttlSeconds } }], this.signer);
+      await this.chain.append(client, [{ identityId: caller.identityId, sourceIp, action: 'token.create', projectId: input.projectId, outcome: 'success', detail: { role: input.role, ttlSeconds: input.ttlSeconds } }]);
     });
     return { token, expiresAt };
   }
@@ -89,7 +86,7 @@ export class IdentityService {
       await client.query('INSERT INTO identities (identity_id, name, public_key, allowed_cidrs) VALUES ($1, $2, $3, $4::cidr[])',
         [identityId, input.name, input.publicKey, row.allowed_cidrs]);
       await client.query('INSERT INTO grants (identity_id, project_id, role) VALUES ($1, $2, $3)', [identityId, row.project_id, row.role]);
-      await appendAuditRecords(client, [{ identityId, sourceIp: input.sourceIp, action: 'identity.enroll', projectId: row.project_id, outcome: 'success', detail: { role: row.role, name: input.name } }], this.signer);
+      await this.chain.append(client, [{ identityId, sourceIp: input.sourceIp, action: 'identity.enroll', projectId: row.project_id, outcome: 'success', detail: { role: row.role, name: input.name } }]);
       this.logger.info({ identityId, role: row.role }, 'identity enrolled');
       return { identityId, projectName: row.project_name, role: row.role };
     });
@@ -102,7 +99,7 @@ export class IdentityService {
     await withTransaction(this.pool, this.logger, async (client) => {
       const updated = await client.query('UPDATE identities SET disabled_at = COALESCE(disabled_at, now()) WHERE identity_id = $1', [identityId]);
       if (updated.rowCount !== 1) throw new SikkerError('ERR_NOT_FOUND', 'no such identity');
-      await appendAuditRecords(client, [{ identityId: caller.identityId, sourceIp, action: 'identity.disable', outcome: 'success', detail: { target: identityId } }], this.signer);
+      await this.chain.append(client, [{ identityId: caller.identityId, sourceIp, action: 'identity.disable', outcome: 'success', detail: { target: identityId } }]);
     });
     this.cache.delete(identityId);
     return this.get(identityId);
@@ -123,7 +120,7 @@ export class IdentityService {
       const clash = await client.query('SELECT 1 FROM identities WHERE public_key = $1', [newPublicKey]);
       if (clash.rowCount !== 0) throw new SikkerError('ERR_CONFLICT', 'this public key is already registered');
       await client.query('UPDATE identities SET public_key = $2 WHERE identity_id = $1', [caller.identityId, newPublicKey]);
-      await appendAuditRecords(client, [{ identityId: caller.identityId, sourceIp, action: 'identity.rekey', outcome: 'success' }], this.signer);
+      await this.chain.append(client, [{ identityId: caller.identityId, sourceIp, action: 'identity.rekey', outcome: 'success' }]);
     });
     this.cache.delete(caller.identityId);
     return this.get(caller.identityId);

@@ -1,16 +1,17 @@
 import type { Pool } from 'pg';
 import type { Logger } from '../../shared/logging/logger.js';
-import { appendAuditRecords } from '../audit/audit-appender.js';
+import type { AuditChainWriter } from '../audit/audit-appender.js';
 import { requireProjectAction } from '../auth/authorize.js';
 import { withTransaction } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import type { Keyring } from './keyring.js';
-import type { RootKeyHolder } from './root-key-holder.js';
 import type { ProjectRow } from './vault-dal.js';
 
-const BATCH = 200;
+const DEFAULT_BATCH = 200;
 
 export interface RotationHooks {
+  /** Secrets re-wrapped per transaction. */
+  batchSize?: number;
   /** Called after each committed batch; tests throw here to simulate a crash halfway. */
   afterBatch?: (rewrappedSoFar: number) => void;
 }
@@ -23,15 +24,15 @@ export interface RotationHooks {
  * instead of creating yet another version.
  */
 export class ProjectKeyRotation {
-  constructor(private readonly pool: Pool, private readonly keyring: Keyring, private readonly root: RootKeyHolder, private readonly logger: Logger) {}
+  constructor(private readonly pool: Pool, private readonly keyring: Keyring, private readonly chain: AuditChainWriter, private readonly logger: Logger) {}
 
   async rotate(caller: AuthIdentity, sourceIp: string, project: ProjectRow, hooks: RotationHooks = {}): Promise<{ keyVersion: number; rewrapped: number }> {
     requireProjectAction(caller, 'project.rotate-key', project.project_id);
     const keyVersion = await this.startOrResume(caller.identityId, sourceIp, project.project_id);
     const rewrapped = await this.rewrapAll(project.project_id, keyVersion, hooks);
-    await withTransaction(this.pool, this.logger, (client) => appendAuditRecords(client, [{
+    await withTransaction(this.pool, this.logger, (client) => this.chain.append(client, [{
       identityId: caller.identityId, sourceIp, action: 'project.key-rotate', projectId: project.project_id, outcome: 'success', detail: { keyVersion, rewrapped },
-    }], () => this.root.signer()));
+    }]));
     return { keyVersion, rewrapped };
   }
 
@@ -58,7 +59,7 @@ export class ProjectKeyRotation {
       const next = current + 1;
       await client.query('INSERT INTO project_keys (project_id, key_version, wrapped_key) VALUES ($1, $2, $3)', [projectId, next, this.keyring.newWrappedProjectKey(projectId, next)]);
       await client.query('UPDATE projects SET current_key_version = $2 WHERE project_id = $1', [projectId, next]);
-      await appendAuditRecords(client, [{ identityId, sourceIp, action: 'project.key-rotate-start', projectId, outcome: 'success', detail: { keyVersion: next } }], () => this.root.signer());
+      await this.chain.append(client, [{ identityId, sourceIp, action: 'project.key-rotate-start', projectId, outcome: 'success', detail: { keyVersion: next } }]);
       return next;
     });
   }
@@ -69,7 +70,7 @@ export class ProjectKeyRotation {
       const done = await withTransaction(this.pool, this.logger, async (client) => {
         const rows = (await client.query<{ secret_id: string; wrapped_data_key: Buffer }>(
           'SELECT secret_id, wrapped_data_key FROM secrets WHERE project_id = $1 AND data_key_version <> $2 LIMIT $3 FOR UPDATE SKIP LOCKED',
-          [projectId, toVersion, BATCH],
+          [projectId, toVersion, hooks.batchSize ?? DEFAULT_BATCH],
         )).rows;
         for (const row of rows) {
           const wrapped = await this.keyring.rewrapDataKey(client, projectId, row.secret_id, row.wrapped_data_key, toVersion);

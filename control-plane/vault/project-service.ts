@@ -2,17 +2,16 @@ import { randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
-import { appendAuditRecords } from '../audit/audit-appender.js';
+import type { AuditChainWriter } from '../audit/audit-appender.js';
 import { isGlobalAdmin, requireGlobalAdmin } from '../auth/authorize.js';
 import { withTransaction } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import type { Keyring } from './keyring.js';
-import type { RootKeyHolder } from './root-key-holder.js';
 import { findProjectByName, listProjects, type ProjectRow } from './vault-dal.js';
 
 /** Projects: each owns a versioned master key wrapped under the root key. */
 export class ProjectService {
-  constructor(private readonly pool: Pool, private readonly keyring: Keyring, private readonly root: RootKeyHolder, private readonly logger: Logger) {}
+  constructor(private readonly pool: Pool, private readonly keyring: Keyring, private readonly chain: AuditChainWriter, private readonly logger: Logger) {}
 
   async create(caller: AuthIdentity, sourceIp: string, name: string): Promise<ProjectRow> {
     requireGlobalAdmin(caller, 'create projects');
@@ -25,7 +24,7 @@ export class ProjectService {
       const row = inserted.rows[0];
       if (row === undefined) throw new SikkerError('ERR_CONFLICT', `project "${name}" already exists`);
       await client.query('INSERT INTO project_keys (project_id, key_version, wrapped_key) VALUES ($1, 1, $2)', [projectId, wrapped]);
-      await appendAuditRecords(client, [{ identityId: caller.identityId, sourceIp, action: 'project.create', projectId, outcome: 'success', detail: { name } }], () => this.root.signer());
+      await this.chain.append(client, [{ identityId: caller.identityId, sourceIp, action: 'project.create', projectId, outcome: 'success', detail: { name } }]);
       return row;
     });
   }

@@ -6,7 +6,7 @@ import { constantTimeEqual, deriveKey, hmacSha256 } from '../../shared/crypto/de
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import { exportPublicKey, generateIdentityKeyPair } from '../../shared/signing/ed25519-keys.js';
 import type { Logger } from '../../shared/logging/logger.js';
-import { appendAuditRecords } from '../audit/audit-appender.js';
+import type { AuditChainWriter } from '../audit/audit-appender.js';
 import type { AuditBatcher } from '../audit/audit-batcher.js';
 import { ROOT_KEY_VERSION } from './keyring.js';
 import type { RootKeyHolder } from './root-key-holder.js';
@@ -52,6 +52,7 @@ export class SealService {
     private readonly pool: Pool,
     private readonly root: RootKeyHolder,
     private readonly audit: AuditBatcher,
+    private readonly chain: AuditChainWriter,
     private readonly logger: Logger,
   ) {
     root.onSeal(() => this.clearPending());
@@ -99,10 +100,10 @@ export class SealService {
         [serverPublicKey, seal(rootKey, ROOT_KEY_VERSION, signingDer, SERVER_KEY_BINDING)]);
       await client.query('INSERT INTO identities (identity_id, name, public_key) VALUES ($1, $2, $3)', [identityId, input.name, input.publicKey]);
       await client.query("INSERT INTO grants (identity_id, project_id, role) VALUES ($1, NULL, 'admin')", [identityId]);
-      await appendAuditRecords(client, [{
+      await this.chain.append(client, [{
         identityId, sourceIp: input.sourceIp, action: 'vault.init', outcome: 'success',
         detail: { shares: input.shares, threshold: input.threshold },
-      }], () => null);
+      }]);
       await client.query('COMMIT');
     } catch (err) {
       await client.query('ROLLBACK').catch((e: unknown) => this.logger.warn({ err: e }, 'rollback failed'));

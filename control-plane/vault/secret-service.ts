@@ -3,14 +3,13 @@ import type { Pool, PoolClient } from 'pg';
 import { open, seal, zero } from '../../shared/crypto/aead.js';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
-import { appendAuditRecords } from '../audit/audit-appender.js';
+import type { AuditChainWriter } from '../audit/audit-appender.js';
 import type { AuditBatcher } from '../audit/audit-batcher.js';
 import { needsSecretGrant, requireProjectAction, rolesAllowing } from '../auth/authorize.js';
 import { withTransaction } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import type { Keyring } from './keyring.js';
 import type { ProjectService } from './project-service.js';
-import type { RootKeyHolder } from './root-key-holder.js';
 import { findSecretId, findSecretVersion, listSecretsOfProject, listVersions } from './vault-dal.js';
 
 export type WritableLabel = 'current' | 'pending';
@@ -31,7 +30,7 @@ export class SecretService {
     private readonly keyring: Keyring,
     private readonly projects: ProjectService,
     private readonly audit: AuditBatcher,
-    private readonly root: RootKeyHolder,
+    private readonly chain: AuditChainWriter,
     private readonly logger: Logger,
   ) {}
 
@@ -57,9 +56,9 @@ export class SecretService {
           }
           await client.query('INSERT INTO secret_versions (secret_id, version, ciphertext, label, created_by) VALUES ($1, $2, $3, $4, $5)',
             [secretId, version, ciphertext, label, caller.identityId]);
-          await appendAuditRecords(client, [{
+          await this.chain.append(client, [{
             identityId: caller.identityId, sourceIp, action: 'secret.write', projectId: project.project_id, secretId, secretVersion: version, outcome: 'success', detail: { name, label },
-          }], () => this.root.signer());
+          }]);
           return { secretId, version };
         } finally {
           zero(dataKey);
@@ -155,7 +154,7 @@ export class SecretService {
       const exists = await client.query('SELECT 1 FROM identities WHERE identity_id = $1', [identityId]);
       if (exists.rowCount !== 1) throw new SikkerError('ERR_NOT_FOUND', 'no such identity');
       await client.query('INSERT INTO secret_grants (identity_id, secret_id) VALUES ($1, $2) ON CONFLICT DO NOTHING', [identityId, secretId]);
-      await appendAuditRecords(client, [{ identityId: caller.identityId, sourceIp, action: 'secret.grant', projectId: project.project_id, secretId, outcome: 'success', detail: { grantee: identityId } }], () => this.root.signer());
+      await this.chain.append(client, [{ identityId: caller.identityId, sourceIp, action: 'secret.grant', projectId: project.project_id, secretId, outcome: 'success', detail: { grantee: identityId } }]);
     });
   }
 }
