@@ -35,13 +35,19 @@ export interface AuditFilter {
   limit: number;
 }
 
-/** Newest first, filtered; parameters only. */
-export async function listAuditRecords(pool: Pool, f: AuditFilter): Promise<AuditRecordRow[]> {
+export interface AuditRecordView extends AuditRecordRow {
+  identityName: string | null;
+  projectName: string | null;
+  secretName: string | null;
+}
+
+/** Newest first, filtered; parameters only. Names are joined for display. */
+export async function listAuditRecords(pool: Pool, f: AuditFilter): Promise<AuditRecordView[]> {
   const where: string[] = [];
   const params: unknown[] = [];
   const add = (sql: string, value: unknown): void => {
     params.push(value);
-    where.push(sql.replace('?', `$${params.length}`));
+    where.push(`a.${sql.replace('?', `$${params.length}`)}`);
   };
   if (f.identityId !== undefined) add('identity_id = ?', f.identityId);
   if (f.projectId !== undefined) add('project_id = ?', f.projectId);
@@ -51,6 +57,14 @@ export async function listAuditRecords(pool: Pool, f: AuditFilter): Promise<Audi
   if (f.from !== undefined) add('occurred_at >= ?', f.from);
   if (f.to !== undefined) add('occurred_at <= ?', f.to);
   params.push(f.limit);
-  const sql = `SELECT * FROM audit_records ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT $${params.length}`;
-  return (await pool.query<AuditDbRow>(sql, params)).rows.map(rowToRecord);
+  const sql = `SELECT a.*, i.name AS identity_name, p.name AS project_name, s.name AS secret_name
+    FROM audit_records a
+    LEFT JOIN identities i ON i.identity_id = a.identity_id
+    LEFT JOIN projects p ON p.project_id = a.project_id
+    LEFT JOIN secrets s ON s.secret_id = a.secret_id
+    ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY a.seq DESC LIMIT $${params.length}`;
+  type Joined = AuditDbRow & { identity_name: string | null; project_name: string | null; secret_name: string | null };
+  return (await pool.query<Joined>(sql, params)).rows.map((r) => ({
+    ...rowToRecord(r), identityName: r.identity_name, projectName: r.project_name, secretName: r.secret_name,
+  }));
 }

@@ -46,11 +46,10 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
 
 type AuditEntry = z.infer<typeof AuditRecord>;
 
-/** Names from the record's detail when the server put them there, ids otherwise. */
+/** Names when the server joined them, ids otherwise. */
 function subject(record: AuditEntry): string {
-  const detail = record.detail;
-  const project = typeof detail['project'] === 'string' ? detail['project'] : record.projectId;
-  const secret = typeof detail['secret'] === 'string' ? detail['secret'] : record.secretId;
+  const project = record.projectName ?? record.projectId;
+  const secret = record.secretName ?? record.secretId;
   if (project === null && secret === null) return '-';
   const version = record.secretVersion === null ? '' : `@${record.secretVersion}`;
   return secret === null ? `${orDash(project)}` : `${orDash(project)}/${secret}${version}`;
@@ -61,7 +60,7 @@ function formatRecords(records: readonly AuditEntry[]): string {
   const rows = records.map((r) => [
     r.occurredAt,
     String(r.seq),
-    orDash(r.identityId),
+    orDash(r.identityName ?? r.identityId),
     orDash(r.sourceIp),
     r.action,
     subject(r),

@@ -106,6 +106,10 @@ export const AuditRecord = z.object({
   secretVersion: z.number().int().nullable(),
   outcome: z.string(),
   detail: z.record(z.string(), z.unknown()),
+  /** Current names, joined for display (not part of the hashed record). */
+  identityName: z.string().nullable().optional(),
+  projectName: z.string().nullable().optional(),
+  secretName: z.string().nullable().optional(),
 });
 export const AuditList = z.object({ records: z.array(AuditRecord) });
 export const AuditVerifyResponse = z.object({

@@ -77,3 +77,18 @@ export function startProgram(bin: string, args: string[], env: Record<string, st
     },
   };
 }
+
+/** Polls `url` until it answers 200 (bounded). */
+export async function waitForHealthy(url: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const response = await fetch(url);
+      if (response.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`${url} did not become healthy within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -232,7 +232,7 @@ t.test('audit list – filters go in the query; one aligned line per record', as
   const { path } = enrolledIdentity(t);
   const record = (seq: number, ip: string) => ({
     seq, occurredAt: '2024-05-01T10:00:00Z', identityId: ADMIN_ID, sourceIp: ip, action: 'secret.read',
-    projectId: null, secretId: null, secretVersion: 3, outcome: 'ok', detail: { project: 'payments', secret: 'db' },
+    projectId: null, secretId: null, secretVersion: 3, outcome: 'ok', detail: {}, projectName: 'payments', secretName: 'db',
   });
   const server = await fakeServer(t, { 'GET /v1/audit': () => ({ status: 200, body: { records: [record(9, '10.0.0.1'), record(10, '192.168.100.200')] } }) });
   const argv = ['--identity', path, 'audit', 'list', '--project', 'payments', '--version', '3', '--identity', ADMIN_ID];

@@ -38,6 +38,7 @@ export function registerAuditRoutes(kit: RouteKit, deps: { pool: Pool; projects:
       return { records: records.map((r) => ({
         seq: r.seq, occurredAt: r.occurredAt.toISOString(), identityId: r.identityId, sourceIp: r.sourceIp, action: r.action,
         projectId: r.projectId, secretId: r.secretId, secretVersion: r.secretVersion, outcome: r.outcome, detail: r.detail,
+        identityName: r.identityName, projectName: r.projectName, secretName: r.secretName,
       })) };
     },
   });
