@@ -17,6 +17,10 @@ import { registerOpsRoutes } from './http/routes/ops-routes.js';
 import { registerSysRoutes } from './http/routes/sys-routes.js';
 import { registerVaultRoutes } from './http/routes/vault-routes.js';
 import { IdentityService } from './identity/identity-service.js';
+import { CommandBus } from './hub/command-bus.js';
+import { CommandService } from './hub/command-service.js';
+import { HubServer } from './hub/hub-server.js';
+import { registerAgentRoutes } from './http/routes/agent-routes.js';
 import { ControlPlaneMetrics } from './metrics/metrics.js';
 import { Keyring } from './vault/keyring.js';
 import { ProjectKeyRotation } from './vault/project-key-rotation.js';
@@ -32,7 +36,8 @@ export interface ControlPlane {
   pool: pg.Pool;
   redis: Redis;
   root: RootKeyHolder;
-  services: { seal: SealService; identities: IdentityService; projects: ProjectService; secrets: SecretService; keyRotation: ProjectKeyRotation; audit: AuditBatcher };
+  hub: HubServer;
+  services: { seal: SealService; identities: IdentityService; projects: ProjectService; secrets: SecretService; keyRotation: ProjectKeyRotation; audit: AuditBatcher; commands: CommandService };
   /** Starts listening; resolves with the bound address. */
   listen(): Promise<{ host: string; port: number }>;
   /** Stops taking requests, drains, seals (zeroes keys) and closes connections. */
@@ -54,7 +59,11 @@ async function waitForRedis(redis: Redis, logger: Logger, timeoutMs = 5000): Pro
 
 /** Wires the control plane together (composition root). Applies migrations; starts sealed. */
 export async function createControlPlane(config: ControlPlaneConfig, logger: Logger, options: { defaultMetrics?: boolean } = {}): Promise<ControlPlane> {
-  const pool = new pg.Pool({ connectionString: config.databaseUrl, max: config.dbPoolSize });
+  // Nothing may hang forever: a stuck session holding the audit head must turn into refusals, not a pile-up.
+  const pool = new pg.Pool({
+    connectionString: config.databaseUrl, max: config.dbPoolSize, connectionTimeoutMillis: 5000,
+    statement_timeout: 15_000, lock_timeout: 5000, idle_in_transaction_session_timeout: 30_000,
+  });
   pool.on('error', (err) => logger.error({ err }, 'idle PostgreSQL connection failed'));
   try {
     await migrate(pool);
@@ -79,13 +88,33 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
   const nonces = new NonceStore(redis, config.redisPrefix, config.clockSkewMs * 2);
   const authenticator = new RequestAuthenticator(identities, nonces, config.clockSkewMs);
   const metrics = new ControlPlaneMetrics(options);
+  const staleSeconds = Math.ceil((config.agentHeartbeatMs * 3) / 1000);
+  const commands = new CommandService(pool, secrets, chain, root, logger, staleSeconds);
+  const hub = new HubServer({ pool, authenticator, audit, root, commands, logger }, { replicaId: config.replicaId, heartbeatMs: config.agentHeartbeatMs });
+  const bus = new CommandBus(redis, config.redisUrl, config.redisPrefix, logger, {
+    onDeliver: (agentId) => hub.deliverIfHere(agentId),
+    onDisable: (identityId) => hub.dropIfHere(identityId),
+    onSeal: () => {
+      if (!root.isSealed()) {
+        logger.warn('sealed by another replica');
+        root.seal();
+      }
+    },
+  });
+  identities.onDisabled((identityId) => void bus.announceDisabled(identityId));
+  commands.onIssued((agentId) => void bus.announceCommand(agentId));
 
   const app = Fastify({
     loggerInstance: logger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: BODY_LIMIT,
+    exposeHeadRoutes: false,
+    routerOptions: { maxParamLength: 200 },
+    trustProxy: config.trustedProxies.length > 0 ? config.trustedProxies : false,
     ...(config.tls === null ? {} : { https: { cert: config.tls.cert, key: config.tls.key, minVersion: 'TLSv1.2' as const } }),
   }) as unknown as FastifyInstance;
+  // Only JSON bodies exist here, and only this parser records the raw bytes the signature covers.
+  app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'buffer', bodyLimit: BODY_LIMIT }, (request, body, done) => {
     const raw = body as Buffer;
     request.rawBody = raw;
@@ -108,22 +137,26 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
 
   const kit = new RouteKit(app, { authenticator, root, audit, logger });
   const serverPublicKey = async (): Promise<string | null> => (await seal.status()).serverPublicKey;
-  registerSysRoutes(kit, { seal, keyRotation, logger });
+  registerSysRoutes(kit, { seal, keyRotation, logger, allowRemoteInit: config.allowRemoteInit, announceSeal: () => bus.announceSeal() });
   registerVaultRoutes(kit, { projects, secrets, keyRotation });
   registerIdentityRoutes(kit, { identities, projects, serverPublicKey });
   registerAuditRoutes(kit, { pool, projects });
+  registerAgentRoutes(kit, { pool, projects, commands, staleSeconds });
   registerOpsRoutes(app, kit, { root, metrics, ready: async () => redis.status === 'ready' });
 
   return {
-    app, pool, redis, root,
-    services: { seal, identities, projects, secrets, keyRotation, audit },
+    app, pool, redis, root, hub,
+    services: { seal, identities, projects, secrets, keyRotation, audit, commands },
     async listen() {
       await app.listen({ host: config.listenHost, port: config.listenPort });
+      hub.attach(app.server, bus);
       const address = app.server.address();
       if (address === null || typeof address === 'string') throw new SikkerError('ERR_INTERNAL', 'server has no TCP address');
       return { host: address.address, port: address.port };
     },
     async close() {
+      await hub.close();
+      bus.close();
       await app.close();
       root.seal();
       redis.disconnect();

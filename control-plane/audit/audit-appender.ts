@@ -27,8 +27,8 @@ export class AuditChainWriter {
  */
 export async function appendAuditRecords(client: PoolClient, drafts: AuditDraft[], signer: CheckpointSigner, checkpointEvery: number): Promise<number[]> {
   if (drafts.length === 0) return [];
-  const head = await client.query<{ seq: string; record_hash: Buffer; checkpoint_seq: string }>(
-    'SELECT seq, record_hash, checkpoint_seq FROM audit_chain_head WHERE singleton FOR UPDATE',
+  const head = await client.query<{ seq: string; record_hash: Buffer; checkpoint_seq: string; checkpoint_hash: Buffer }>(
+    'SELECT seq, record_hash, checkpoint_seq, checkpoint_hash FROM audit_chain_head WHERE singleton FOR UPDATE',
   );
   const headRow = head.rows[0];
   if (headRow === undefined) throw new Error('audit chain head row is missing');
@@ -57,14 +57,17 @@ export async function appendAuditRecords(client: PoolClient, drafts: AuditDraft[
     ],
   );
   let checkpointSeq = Number(headRow.checkpoint_seq);
+  let checkpointHash = headRow.checkpoint_hash;
   const key = signer();
   if (key !== null && seq - checkpointSeq >= checkpointEvery) {
+    const link = { seq, recordHash: prevHash, prevSeq: checkpointSeq, prevHash: checkpointHash };
     await client.query(
-      'INSERT INTO audit_checkpoints (seq, record_hash, server_key_version, signature) VALUES ($1, $2, $3, $4)',
-      [seq, prevHash, key.version, signCheckpoint(key.key, seq, prevHash)],
+      'INSERT INTO audit_checkpoints (seq, record_hash, prev_seq, prev_hash, server_key_version, signature) VALUES ($1, $2, $3, $4, $5, $6)',
+      [seq, prevHash, checkpointSeq, checkpointHash, key.version, signCheckpoint(key.key, link)],
     );
     checkpointSeq = seq;
+    checkpointHash = prevHash;
   }
-  await client.query('UPDATE audit_chain_head SET seq = $1, record_hash = $2, checkpoint_seq = $3 WHERE singleton', [seq, prevHash, checkpointSeq]);
+  await client.query('UPDATE audit_chain_head SET seq = $1, record_hash = $2, checkpoint_seq = $3, checkpoint_hash = $4 WHERE singleton', [seq, prevHash, checkpointSeq, checkpointHash]);
   return rows.map((r) => r.seq);
 }

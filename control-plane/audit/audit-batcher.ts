@@ -14,6 +14,8 @@ interface Waiter {
 export interface AuditBatcherOptions {
   /** Most records committed in one transaction. */
   maxBatch?: number;
+  /** Most records waiting; beyond it appends are refused at once. */
+  maxQueue?: number;
 }
 
 /**
@@ -26,6 +28,7 @@ export class AuditBatcher {
   private queue: Waiter[] = [];
   private draining = false;
   private readonly maxBatch: number;
+  private readonly maxQueue: number;
 
   constructor(
     private readonly pool: Pick<Pool, 'connect'>,
@@ -34,10 +37,15 @@ export class AuditBatcher {
     options: AuditBatcherOptions = {},
   ) {
     this.maxBatch = options.maxBatch ?? 512;
+    this.maxQueue = options.maxQueue ?? 20_000;
   }
 
   /** Resolves with the record's sequence number once committed; rejects with ERR_AUDIT_WRITE_FAILED otherwise. */
   append(draft: AuditDraft): Promise<number> {
+    if (this.queue.length >= this.maxQueue) {
+      // The database is not keeping up (or is stuck): refuse rather than pile up in memory.
+      return Promise.reject(new SikkerError('ERR_AUDIT_WRITE_FAILED', 'the audit log is not keeping up; request refused', { retryable: true }));
+    }
     return new Promise((resolve, reject) => {
       this.queue.push({ draft, resolve, reject });
       if (!this.draining) {

@@ -1,4 +1,4 @@
-import { createHash, sign, verify, type KeyObject } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { AuditRecordRow } from './audit-types.js';
 
 /**
@@ -25,19 +25,4 @@ export function chainHash(prevHash: Buffer, record: HashedFields): Buffer {
   return createHash('sha256').update(prevHash).update(canonicalAuditRecord(record)).digest();
 }
 
-function checkpointText(seq: number, recordHash: Buffer): Buffer {
-  return Buffer.from(`sikker-audit-checkpoint-v1\n${seq}\n${recordHash.toString('hex')}`, 'utf8');
-}
-
-export function signCheckpoint(key: KeyObject, seq: number, recordHash: Buffer): Buffer {
-  return sign(null, checkpointText(seq, recordHash), key);
-}
-
-export function verifyCheckpoint(publicKey: KeyObject, seq: number, recordHash: Buffer, signature: Buffer): boolean {
-  try {
-    return verify(null, checkpointText(seq, recordHash), publicKey, signature);
-  } catch {
-    // A malformed stored signature is a failed verification, reported by the caller.
-    return false;
-  }
-}
+export { signCheckpoint, verifyCheckpoint, type CheckpointLink } from '../../shared/audit/checkpoint.js';

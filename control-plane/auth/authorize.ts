@@ -9,12 +9,12 @@ import type { AuthIdentity } from '../identity/identity-types.js';
  */
 export type Action =
   | 'secret.read' | 'secret.write' | 'secret.list' | 'secret.grant'
-  | 'token.create' | 'project.rotate-key' | 'audit.read';
+  | 'token.create' | 'project.rotate-key' | 'audit.read' | 'agent.read' | 'agent.command';
 
 const ROLE_ACTIONS: Record<Role, ReadonlySet<Action>> = {
-  admin: new Set<Action>(['secret.read', 'secret.write', 'secret.list', 'secret.grant', 'token.create', 'project.rotate-key', 'audit.read']),
-  dba: new Set<Action>(['secret.read', 'secret.write', 'secret.list', 'audit.read']),
-  oncall: new Set<Action>(['secret.read', 'secret.list', 'audit.read']),
+  admin: new Set<Action>(['secret.read', 'secret.write', 'secret.list', 'secret.grant', 'token.create', 'project.rotate-key', 'audit.read', 'agent.read', 'agent.command']),
+  dba: new Set<Action>(['secret.read', 'secret.write', 'secret.list', 'audit.read', 'agent.read', 'agent.command']),
+  oncall: new Set<Action>(['secret.read', 'secret.list', 'audit.read', 'agent.read', 'agent.command']),
   reader: new Set<Action>(['secret.read', 'secret.list']),
   agent: new Set<Action>(['secret.read', 'secret.list']),
 };

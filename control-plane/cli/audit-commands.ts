@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import type { z } from 'zod';
 import { AuditList, AuditQuery, AuditRecord, AuditVerifyResponse } from '../../shared/protocol/api.js';
 import { parseWith, queryString } from './cli-arguments.js';
+import { checkAgainstMemory } from './audit-checkpoint-memory.js';
 import type { CliContext } from './cli-context.js';
 import { formatTable, orDash } from './output.js';
 
@@ -38,7 +39,11 @@ export function registerAuditCommands(program: Command, ctx: CliContext): void {
     });
 
   ctx.leaf(audit, 'verify', 'check the hash chain and signed checkpoints; exit 1 if broken').action(async (_opts: unknown, cmd: Command) => {
-    const verdict = await ctx.signedClient(cmd).request('POST', '/v1/audit/verify', undefined, AuditVerifyResponse);
+    const config = ctx.config(cmd);
+    const identity = ctx.enrolledIdentity(config);
+    const verdict = await ctx.client(config, identity).request('POST', '/v1/audit/verify', undefined, AuditVerifyResponse);
+    const localProblem = checkAgainstMemory(verdict, identity.serverPublicKey, `${config.identityPath}.audit-checkpoint.json`);
+    if (localProblem !== null) Object.assign(verdict, { ok: false, problem: `${localProblem}${verdict.problem === null ? '' : `; server: ${verdict.problem}`}` });
     if (!verdict.ok) ctx.exitCode = 1;
     ctx.out.result(verdict, () => formatVerdict(verdict));
   });

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 
@@ -18,6 +19,9 @@ const EnvSchema = z.object({
   SIKKER_CLOCK_SKEW_SECONDS: z.coerce.number().int().min(5).max(600).default(60),
   SIKKER_DB_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(20),
   SIKKER_AUDIT_CHECKPOINT_EVERY: z.coerce.number().int().min(1).max(1_000_000).default(1000),
+  SIKKER_AGENT_HEARTBEAT_SECONDS: z.coerce.number().int().min(1).max(300).default(15),
+  SIKKER_TRUSTED_PROXIES: z.string().max(2000).default('').refine((v) => v === '' || v.split(',').every((p) => isIP(p.trim().split('/')[0] ?? '') !== 0), 'a comma-separated list of proxy addresses or CIDRs'),
+  SIKKER_ALLOW_REMOTE_INIT: z.enum(['true', 'false']).default('false'),
   SIKKER_REPLICA_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
 });
 
@@ -32,6 +36,12 @@ export interface ControlPlaneConfig {
   clockSkewMs: number;
   dbPoolSize: number;
   replicaId: string;
+  /** Load balancers whose X-Forwarded-For is believed (source address for CIDRs and audit). */
+  trustedProxies: string[];
+  /** Accept `init` from non-loopback addresses (default: loopback only, so nobody else claims a fresh vault). */
+  allowRemoteInit: boolean;
+  /** Ping interval on agent sockets; a silent socket is dropped after two. */
+  agentHeartbeatMs: number;
   /** Records between signed audit checkpoints. */
   auditCheckpointEvery: number;
 }
@@ -70,5 +80,8 @@ export function loadConfig(env: Record<string, string | undefined>): ControlPlan
     dbPoolSize: c.SIKKER_DB_POOL_SIZE,
     replicaId: c.SIKKER_REPLICA_ID ?? `cp-${process.pid}`,
     auditCheckpointEvery: c.SIKKER_AUDIT_CHECKPOINT_EVERY,
+    agentHeartbeatMs: c.SIKKER_AGENT_HEARTBEAT_SECONDS * 1000,
+    trustedProxies: c.SIKKER_TRUSTED_PROXIES === '' ? [] : c.SIKKER_TRUSTED_PROXIES.split(',').map((p) => p.trim()),
+    allowRemoteInit: c.SIKKER_ALLOW_REMOTE_INIT === 'true',
   };
 }

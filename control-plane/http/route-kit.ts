@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { z, type ZodType } from 'zod';
+import type { ZodType } from 'zod';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import { importPublicKey } from '../../shared/signing/ed25519-keys.js';
 import type { AuditBatcher } from '../audit/audit-batcher.js';
@@ -72,7 +72,13 @@ export class RouteKit {
           throw new SikkerError('ERR_VAULT_SEALED', 'the vault is sealed; only health, status and unseal are answered', { retryable: true });
         }
         const ctx = await this.context(spec, request);
-        const result = await spec.handler(ctx);
+        let result: R | undefined;
+        try {
+          result = await spec.handler(ctx);
+        } catch (err) {
+          if (err instanceof SikkerError && err.code === 'ERR_AUTH_FORBIDDEN') await this.recordRefusal(request, ctx.identity?.identityId ?? null, err.code, null);
+          throw err;
+        }
         if (result === undefined) return reply.status(204).send();
         return reply.status(200).send(spec.response === undefined ? result : spec.response.parse(result));
       },
@@ -98,20 +104,28 @@ export class RouteKit {
     return { body, query, params, sourceIp, identity, nonce };
   }
 
-  /** Runs an authentication step; a refusal is audited (best effort: the refusal stands either way). */
+  /**
+   * Runs an authentication step; a refusal is audited (best effort: the refusal stands
+   * either way). Requests that claim no identity at all are not recorded one by one:
+   * they prove nothing and would let anyone flood the log.
+   */
   private async audited<T>(request: FastifyRequest, step: () => Promise<T>): Promise<T> {
     try {
       return await step();
     } catch (err) {
-      if (err instanceof SikkerError) {
-        const claimed = request.headers['x-sikker-identity'];
-        const identityId = typeof claimed === 'string' && z.uuid().safeParse(claimed).success && err.code !== 'ERR_AUTH_UNKNOWN_IDENTITY' ? claimed : null;
-        await this.deps.audit.append({
-          identityId, sourceIp: request.ip, action: 'auth.failure', outcome: 'denied',
-          detail: { code: err.code, method: request.method, path: request.url.split('?')[0] ?? '' },
-        }).catch((auditErr: unknown) => this.deps.logger.error({ err: auditErr }, 'could not audit an authentication failure'));
+      const claimed = request.headers['x-sikker-identity'];
+      if (err instanceof SikkerError && typeof claimed === 'string') {
+        await this.recordRefusal(request, null, err.code, claimed);
       }
       throw err;
     }
+  }
+
+  /** One `auth.failure` or `auth.forbidden` record; an unverified claim goes in detail, never in identity_id. */
+  private async recordRefusal(request: FastifyRequest, identityId: string | null, code: string, claimed: string | null): Promise<void> {
+    await this.deps.audit.append({
+      identityId, sourceIp: request.ip, action: code === 'ERR_AUTH_FORBIDDEN' ? 'auth.forbidden' : 'auth.failure', outcome: 'denied',
+      detail: { code, method: request.method, path: (request.url.split('?')[0] ?? '').slice(0, 200), ...(claimed === null ? {} : { claimedIdentity: claimed.slice(0, 64).toLowerCase() }) },
+    }).catch((auditErr: unknown) => this.deps.logger.error({ err: auditErr }, 'could not audit a refused request'));
   }
 }

@@ -1,10 +1,8 @@
 import { BlockList, isIPv4 } from 'node:net';
-import type { Pool, PoolClient } from 'pg';
+import type { Queryable } from '../db/queryable.js';
 import { importPublicKey } from '../../shared/signing/ed25519-keys.js';
 import type { Role } from '../../shared/protocol/api.js';
 import type { AuthIdentity, Grant } from './identity-types.js';
-
-type Queryable = Pick<Pool | PoolClient, 'query'>;
 
 interface IdentityRow {
   identity_id: string;

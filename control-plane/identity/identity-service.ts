@@ -2,6 +2,7 @@ import { createHash, randomBytes, randomUUID, verify } from 'node:crypto';
 import type { Pool } from 'pg';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import { importPublicKey } from '../../shared/signing/ed25519-keys.js';
+import { importBoxPublicKey } from '../../shared/crypto/sealed-box.js';
 import { rekeyProofText, type Role } from '../../shared/protocol/api.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import type { AuditChainWriter } from '../audit/audit-appender.js';
@@ -24,8 +25,14 @@ function tokenHash(token: string): Buffer {
  */
 export class IdentityService {
   private readonly cache = new Map<string, { identity: AuthIdentity | null; until: number }>();
+  private readonly disabledListeners: Array<(identityId: string) => void> = [];
 
   constructor(private readonly pool: Pool, private readonly chain: AuditChainWriter, private readonly logger: Logger) {}
+
+  /** Called after an identity is disabled (the hub closes its socket everywhere). */
+  onDisabled(listener: (identityId: string) => void): void {
+    this.disabledListeners.push(listener);
+  }
 
   /** For request authentication: a briefly cached lookup (null: unknown identity). */
   async forAuthentication(identityId: string): Promise<AuthIdentity | null> {
@@ -68,7 +75,7 @@ export class IdentityService {
    * signing the request). One use only; expired, used or unknown tokens are all
    * ERR_TOKEN_INVALID, so a caller learns nothing from the difference.
    */
-  async enroll(input: { token: string; publicKey: string; name: string; sourceIp: string }): Promise<{ identityId: string; projectName: string; role: Role }> {
+  async enroll(input: { token: string; publicKey: string; name: string; sourceIp: string; boxPublicKey?: string | undefined }): Promise<{ identityId: string; projectName: string; role: Role }> {
     const identityId = randomUUID();
     return withTransaction(this.pool, this.logger, async (client) => {
       const row = (await client.query<{ project_id: string; role: Role; allowed_cidrs: string[]; project_name: string }>(
@@ -86,6 +93,11 @@ export class IdentityService {
       await client.query('INSERT INTO identities (identity_id, name, public_key, allowed_cidrs) VALUES ($1, $2, $3, $4::cidr[])',
         [identityId, input.name, input.publicKey, row.allowed_cidrs]);
       await client.query('INSERT INTO grants (identity_id, project_id, role) VALUES ($1, $2, $3)', [identityId, row.project_id, row.role]);
+      if (row.role === 'agent') {
+        if (input.boxPublicKey === undefined) throw new SikkerError('ERR_VALIDATION', 'an agent must register a boxPublicKey (X25519) when enrolling');
+        importBoxPublicKey(input.boxPublicKey);
+        await client.query('INSERT INTO agents (agent_id, project_id, box_public_key) VALUES ($1, $2, $3)', [identityId, row.project_id, input.boxPublicKey]);
+      }
       await this.chain.append(client, [{ identityId, sourceIp: input.sourceIp, action: 'identity.enroll', projectId: row.project_id, outcome: 'success', detail: { role: row.role, name: input.name } }]);
       this.logger.info({ identityId, role: row.role }, 'identity enrolled');
       return { identityId, projectName: row.project_name, role: row.role };
@@ -102,6 +114,7 @@ export class IdentityService {
       await this.chain.append(client, [{ identityId: caller.identityId, sourceIp, action: 'identity.disable', outcome: 'success', detail: { target: identityId } }]);
     });
     this.cache.delete(identityId);
+    for (const listener of this.disabledListeners) listener(identityId);
     return this.get(identityId);
   }
 

@@ -1,12 +1,10 @@
-import type { Pool, PoolClient } from 'pg';
+import type { Queryable } from '../db/queryable.js';
 import { newKey, open, seal, zero, envelopeKeyVersion } from '../../shared/crypto/aead.js';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { RootKeyHolder } from './root-key-holder.js';
 
 /** The root key has one version until root-key rotation exists. */
 export const ROOT_KEY_VERSION = 1;
-
-type Queryable = Pick<Pool | PoolClient, 'query'>;
 
 /**
  * Unwraps project master keys (under the root key) and data keys (under a project
@@ -44,11 +42,9 @@ export class Keyring {
       'SELECT wrapped_key FROM project_keys WHERE project_id = $1 AND key_version = $2', [projectId, version],
     )).rows[0];
     if (row === undefined) throw new SikkerError('ERR_INTERNAL', `project key version ${version} is missing`);
+    const raced = this.projectKeys.get(cacheKey);
+    if (raced !== undefined) return raced; // a concurrent miss filled it while we waited
     const key = open(this.root.rootKeyOrThrow(), row.wrapped_key, { purpose: 'project-key', projectId, keyVersion: version });
-    if (this.root.isSealed()) {
-      zero(key); // sealed while we waited for the database
-      throw new SikkerError('ERR_VAULT_SEALED', 'the vault is sealed', { retryable: true });
-    }
     this.projectKeys.set(cacheKey, key);
     return key;
   }

@@ -69,7 +69,7 @@ export class ProjectKeyRotation {
     for (;;) {
       const done = await withTransaction(this.pool, this.logger, async (client) => {
         const rows = (await client.query<{ secret_id: string; wrapped_data_key: Buffer }>(
-          'SELECT secret_id, wrapped_data_key FROM secrets WHERE project_id = $1 AND data_key_version <> $2 LIMIT $3 FOR UPDATE SKIP LOCKED',
+          'SELECT secret_id, wrapped_data_key FROM secrets WHERE project_id = $1 AND data_key_version <> $2 LIMIT $3 FOR UPDATE',
           [projectId, toVersion, hooks.batchSize ?? DEFAULT_BATCH],
         )).rows;
         for (const row of rows) {

@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID, createPrivateKey, type KeyObject } from 'node:crypto';
+import { createHash, randomBytes, randomUUID, createPrivateKey, type KeyObject } from 'node:crypto';
 import type { Pool } from 'pg';
 import { split, combine } from 'shamir-secret-sharing';
 import { open, seal, zero } from '../../shared/crypto/aead.js';
@@ -45,8 +45,18 @@ function decodeShare(text: string): Uint8Array {
  * Shamir shares that are returned once, and only an HMAC check value derived from it
  * is stored, so a wrong reconstruction is detected and never installed.
  */
+/** Shares given for an unseal that does not complete are forgotten after this long. */
+const UNSEAL_PROGRESS_TTL_MS = 10 * 60 * 1000;
+
+function shareHash(share: Uint8Array): Buffer {
+  return createHash('sha256').update(share).digest();
+}
+
 export class SealService {
   private pendingShares: Uint8Array[] = [];
+  private pendingSince = 0;
+  /** Bumped by every seal, so an unseal that raced with one does not install its key. */
+  private sealEpoch = 0;
 
   constructor(
     private readonly pool: Pool,
@@ -55,7 +65,10 @@ export class SealService {
     private readonly chain: AuditChainWriter,
     private readonly logger: Logger,
   ) {
-    root.onSeal(() => this.clearPending());
+    root.onSeal(() => {
+      this.sealEpoch += 1;
+      this.clearPending();
+    });
   }
 
   private clearPending(): void {
@@ -89,11 +102,13 @@ export class SealService {
     const client = await this.pool.connect();
     let shares: Uint8Array[] = [];
     try {
-      shares = await split(new Uint8Array(rootKey), input.shares, input.threshold);
+      const secretCopy = new Uint8Array(rootKey);
+      shares = await split(secretCopy, input.shares, input.threshold);
+      zero(secretCopy);
       await client.query('BEGIN');
       const inserted = await client.query(
-        'INSERT INTO vault_state (root_check, share_count, threshold) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
-        [rootCheck(rootKey), input.shares, input.threshold],
+        'INSERT INTO vault_state (root_check, share_hashes, share_count, threshold) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING',
+        [rootCheck(rootKey), shares.map(shareHash), input.shares, input.threshold],
       );
       if (inserted.rowCount !== 1) throw new SikkerError('ERR_VAULT_ALREADY_INITIALISED', 'the vault is already initialised');
       await client.query('INSERT INTO server_keys (key_version, public_key, wrapped_private_key) VALUES (1, $1, $2)',
@@ -127,22 +142,33 @@ export class SealService {
    * given so far and stays sealed (ERR_VAULT_UNSEAL_FAILED).
    */
   async unseal(shareText: string, sourceIp: string): Promise<VaultStatus> {
-    const state = (await this.pool.query<{ root_check: Buffer; threshold: number }>('SELECT root_check, threshold FROM vault_state')).rows[0];
+    const state = (await this.pool.query<{ root_check: Buffer; share_hashes: Buffer[]; threshold: number }>('SELECT root_check, share_hashes, threshold FROM vault_state')).rows[0];
     if (state === undefined) throw new SikkerError('ERR_VAULT_NOT_INITIALISED', 'the vault is not initialised; run `sikker operator init`');
     if (!this.root.isSealed()) return this.status();
+    if (this.pendingShares.length > 0 && Date.now() - this.pendingSince > UNSEAL_PROGRESS_TTL_MS) this.clearPending();
     const share = decodeShare(shareText);
+    const hash = shareHash(share);
+    if (!state.share_hashes.some((h) => constantTimeEqual(h, hash))) {
+      zero(share);
+      await this.auditUnseal(sourceIp, 'refused');
+      throw new SikkerError('ERR_VAULT_SHARE_INVALID', 'this is not one of this vault\'s shares; progress is unchanged');
+    }
     if (this.pendingShares.some((s) => s[32] === share[32])) {
       zero(share);
-      throw new SikkerError('ERR_VAULT_SHARE_INVALID', 'this share (or another with the same index) was already given');
+      throw new SikkerError('ERR_VAULT_SHARE_INVALID', 'this share was already given');
     }
+    if (this.pendingShares.length === 0) this.pendingSince = Date.now();
     this.pendingShares.push(share);
     if (this.pendingShares.length < state.threshold) {
       await this.auditUnseal(sourceIp, 'share-accepted');
       return this.status();
     }
+    const epoch = this.sealEpoch;
     let candidate: Buffer | null = null;
     try {
-      candidate = Buffer.from(await combine(this.pendingShares));
+      const combined = await combine(this.pendingShares);
+      candidate = Buffer.from(combined);
+      zero(combined);
     } catch (err) {
       this.logger.warn({ err }, 'shares could not be combined');
     }
@@ -152,7 +178,18 @@ export class SealService {
       await this.auditUnseal(sourceIp, 'failure');
       throw new SikkerError('ERR_VAULT_UNSEAL_FAILED', 'the shares do not reconstruct the root key; the vault stays sealed and the shares given so far were discarded');
     }
-    this.root.install(candidate, await this.loadSigningKey(candidate), 1);
+    let signingKey: KeyObject;
+    try {
+      signingKey = await this.loadSigningKey(candidate);
+    } catch (err) {
+      zero(candidate);
+      throw err;
+    }
+    if (epoch !== this.sealEpoch) {
+      zero(candidate); // a seal arrived while we were reconstructing: it wins
+      throw new SikkerError('ERR_VAULT_SEALED', 'the vault was sealed during unseal; start again', { retryable: true });
+    }
+    this.root.install(candidate, signingKey, 1);
     await this.auditUnseal(sourceIp, 'success');
     this.logger.info('vault unsealed');
     return this.status();

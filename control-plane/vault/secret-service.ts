@@ -10,7 +10,10 @@ import { withTransaction } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import type { Keyring } from './keyring.js';
 import type { ProjectService } from './project-service.js';
-import { findSecretId, findSecretVersion, listSecretsOfProject, listVersions } from './vault-dal.js';
+import { findSecretId, findSecretVersion, hasSecretGrant, listSecretsOfProject, listVersions } from './vault-dal.js';
+
+/** A uuid no identity has, for lookups that need no per-secret grant. */
+const NO_IDENTITY = '00000000-0000-0000-0000-000000000000';
 
 export type WritableLabel = 'current' | 'pending';
 
@@ -43,30 +46,42 @@ export class SecretService {
     requireProjectAction(caller, 'secret.write', project.project_id);
     const plaintext = Buffer.from(value, 'utf8');
     try {
-      return await withTransaction(this.pool, this.logger, async (client) => {
-        const { secretId, dataKey } = await this.lockOrCreateSecret(client, project.project_id, project.current_key_version, name);
-        try {
-          const version = ((await client.query<{ max: number | null }>('SELECT max(version) AS max FROM secret_versions WHERE secret_id = $1', [secretId])).rows[0]?.max ?? 0) + 1;
-          const ciphertext = seal(dataKey, 1, plaintext, { purpose: 'secret-value', projectId: project.project_id, secretId, secretVersion: version });
-          if (label === 'current') {
-            await client.query("UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'previous'", [secretId]);
-            await client.query("UPDATE secret_versions SET label = 'previous' WHERE secret_id = $1 AND label = 'current'", [secretId]);
-          } else {
-            await client.query("UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'pending'", [secretId]);
-          }
-          await client.query('INSERT INTO secret_versions (secret_id, version, ciphertext, label, created_by) VALUES ($1, $2, $3, $4, $5)',
-            [secretId, version, ciphertext, label, caller.identityId]);
-          await this.chain.append(client, [{
-            identityId: caller.identityId, sourceIp, action: 'secret.write', projectId: project.project_id, secretId, secretVersion: version, outcome: 'success', detail: { name, label },
-          }]);
-          return { secretId, version };
-        } finally {
-          zero(dataKey);
-        }
-      });
+      try {
+        return await this.putOnce(caller, sourceIp, project, name, plaintext, label);
+      } catch (err) {
+        // Two first writes of a new secret raced; the loser retries once against the winner's row.
+        if (!(err instanceof SikkerError && err.code === 'ERR_CONFLICT' && err.retryable)) throw err;
+        return await this.putOnce(caller, sourceIp, project, name, plaintext, label);
+      }
     } finally {
       zero(plaintext);
     }
+  }
+
+  private async putOnce(caller: AuthIdentity, sourceIp: string, project: { project_id: string; current_key_version: number }, name: string, plaintext: Buffer, label: WritableLabel): Promise<{ secretId: string; version: number }> {
+    return withTransaction(this.pool, this.logger, async (client) => {
+      // FOR SHARE: a project key rotation starting now waits, so no data key lands on a retired version.
+      const keyVersion = (await client.query<{ current_key_version: number }>('SELECT current_key_version FROM projects WHERE project_id = $1 FOR SHARE', [project.project_id])).rows[0]?.current_key_version ?? project.current_key_version;
+      const { secretId, dataKey } = await this.lockOrCreateSecret(client, project.project_id, keyVersion, name);
+      try {
+        const version = ((await client.query<{ max: number | null }>('SELECT max(version) AS max FROM secret_versions WHERE secret_id = $1', [secretId])).rows[0]?.max ?? 0) + 1;
+        const ciphertext = seal(dataKey, 1, plaintext, { purpose: 'secret-value', projectId: project.project_id, secretId, secretVersion: version });
+        if (label === 'current') {
+          await client.query("UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'previous'", [secretId]);
+          await client.query("UPDATE secret_versions SET label = 'previous' WHERE secret_id = $1 AND label = 'current'", [secretId]);
+        } else {
+          await client.query("UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'pending'", [secretId]);
+        }
+        await client.query('INSERT INTO secret_versions (secret_id, version, ciphertext, label, created_by) VALUES ($1, $2, $3, $4, $5)',
+          [secretId, version, ciphertext, label, caller.identityId]);
+        await this.chain.append(client, [{
+          identityId: caller.identityId, sourceIp, action: 'secret.write', projectId: project.project_id, secretId, secretVersion: version, outcome: 'success', detail: { name, label },
+        }]);
+        return { secretId, version };
+      } finally {
+        zero(dataKey);
+      }
+    });
   }
 
   private async lockOrCreateSecret(client: PoolClient, projectId: string, keyVersion: number, name: string): Promise<{ secretId: string; dataKey: Buffer }> {
@@ -101,8 +116,9 @@ export class SecretService {
     if (row === null || grant === undefined) throw new SikkerError('ERR_NOT_FOUND', 'no such secret version that you can read');
     const base = { identityId: caller.identityId, sourceIp, action: 'secret.read', projectId: row.project_id, secretId: row.secret_id, secretVersion: row.version };
     if (denied) {
+      // Recorded as a denied read, answered like a missing secret: no existence oracle.
       await this.audit.append({ ...base, outcome: 'denied' });
-      throw new SikkerError('ERR_AUTH_FORBIDDEN', 'your grants do not allow reading this secret');
+      throw new SikkerError('ERR_NOT_FOUND', 'no such secret version that you can read');
     }
     if (row.state === 'revoked') {
       await this.audit.append({ ...base, outcome: 'refused', detail: { reason: 'revoked' } });
@@ -123,6 +139,24 @@ export class SecretService {
     }
   }
 
+  /**
+   * Decrypts one version for sealing to an agent, without auditing: the caller must
+   * append the delivery's audit record in the transaction that stores the command.
+   * The caller owns and zeroes the plaintext.
+   */
+  async decryptForDelivery(projectName: string, name: string, version: number | undefined): Promise<{ projectId: string; secretId: string; version: number; plaintext: Buffer }> {
+    const row = await findSecretVersion(this.pool, projectName, name, NO_IDENTITY, version === undefined ? {} : { version });
+    if (row === null) throw new SikkerError('ERR_NOT_FOUND', `no secret "${name}"${version === undefined ? '' : ` version ${version}`} in project "${projectName}"`);
+    if (row.state === 'revoked') throw new SikkerError('ERR_CONFLICT', `version ${row.version} is revoked`);
+    const dataKey = await this.keyring.dataKey(this.pool, row.project_id, row.secret_id, row.wrapped_data_key);
+    try {
+      const plaintext = open(dataKey, row.ciphertext, { purpose: 'secret-value', projectId: row.project_id, secretId: row.secret_id, secretVersion: row.version });
+      return { projectId: row.project_id, secretId: row.secret_id, version: row.version, plaintext };
+    } finally {
+      zero(dataKey);
+    }
+  }
+
   private readDenied(caller: AuthIdentity, projectId: string, granted: boolean): boolean {
     const roles = rolesAllowing(caller, 'secret.read', projectId);
     return roles.length === 0 || (needsSecretGrant(roles) && !granted);
@@ -137,9 +171,10 @@ export class SecretService {
 
   async versions(caller: AuthIdentity, projectName: string, name: string): Promise<{ secretId: string; versions: Array<{ version: number; label: string | null; state: string; createdAt: Date }> }> {
     const project = await this.projects.resolve(caller, projectName);
-    requireProjectAction(caller, 'secret.list', project.project_id);
+    const roles = requireProjectAction(caller, 'secret.list', project.project_id);
     const secretId = await findSecretId(this.pool, project.project_id, name);
-    if (secretId === null) throw new SikkerError('ERR_NOT_FOUND', `no secret "${name}" in project "${projectName}"`);
+    const visible = secretId !== null && (!needsSecretGrant(roles) || (await hasSecretGrant(this.pool, caller.identityId, secretId)));
+    if (secretId === null || !visible) throw new SikkerError('ERR_NOT_FOUND', `no secret "${name}" in project "${projectName}" that you can see`);
     const versions = await listVersions(this.pool, secretId);
     return { secretId, versions: versions.map((v) => ({ version: v.version, label: v.label, state: v.state, createdAt: v.created_at })) };
   }

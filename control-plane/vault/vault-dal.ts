@@ -1,6 +1,4 @@
-import type { Pool, PoolClient } from 'pg';
-
-type Queryable = Pick<Pool | PoolClient, 'query'>;
+import type { Queryable } from '../db/queryable.js';
 
 export interface ProjectRow {
   project_id: string;
@@ -65,4 +63,8 @@ export async function listVersions(db: Queryable, secretId: string): Promise<Arr
 
 export async function findSecretId(db: Queryable, projectId: string, name: string): Promise<string | null> {
   return (await db.query<{ secret_id: string }>('SELECT secret_id FROM secrets WHERE project_id = $1 AND name = $2', [projectId, name])).rows[0]?.secret_id ?? null;
+}
+
+export async function hasSecretGrant(db: Queryable, identityId: string, secretId: string): Promise<boolean> {
+  return (await db.query('SELECT 1 FROM secret_grants WHERE identity_id = $1 AND secret_id = $2', [identityId, secretId])).rowCount === 1;
 }

@@ -40,9 +40,18 @@ function bindingBytes(header: Buffer, binding: AeadBinding): Buffer {
   return Buffer.concat([header, Buffer.from(text, 'utf8')]);
 }
 
+const ZERO_KEY = Buffer.alloc(KEY_LENGTH);
+
+/**
+ * A key that is all zeroes was dropped by a seal while a request still held it: refuse
+ * rather than encrypt something nobody can ever decrypt (or everybody can).
+ */
 function checkKey(key: Buffer): void {
   if (key.length !== KEY_LENGTH) {
     throw new SikkerError('ERR_INTERNAL', `encryption key must be ${KEY_LENGTH} bytes`);
+  }
+  if (key.equals(ZERO_KEY)) {
+    throw new SikkerError('ERR_VAULT_SEALED', 'the vault was sealed while this request was in flight', { retryable: true });
   }
 }
 

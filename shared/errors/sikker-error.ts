@@ -70,6 +70,14 @@ export const ERROR_CODES = {
   ERR_TRANSPORT_PIN_MISMATCH: 'server certificate does not match the pinned fingerprint',
   ERR_SERVER_UNREACHABLE: 'server unreachable',
   ERR_INTERNAL: 'internal error',
+  ERR_COMMAND_SIGNATURE: 'command signature does not verify with the pinned server key',
+  ERR_COMMAND_EXPIRED: 'command expired before it was accepted',
+  ERR_COMMAND_STALE: 'command generation is not newer than the highest accepted',
+  ERR_COMMAND_WRONG_AGENT: 'command is addressed to another agent',
+  ERR_AGENT_STATE: 'agent state directory or journal is unusable',
+  ERR_HUB_PROTOCOL: 'hub connection broke the agent protocol',
+  ERR_SINK_WRITE: 'secret could not be written to the sink',
+  ERR_SINK_RELOAD: 'sink reload command failed',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

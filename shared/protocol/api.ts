@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isNetworkCidr } from './cidr.js';
 
 /**
  * The control plane's HTTP API: every request body and response body, with bounds.
@@ -14,7 +15,8 @@ export const SecretName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/,
 export const IdentityName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$/, 'letters, digits, "_", ".", "@" and "-", 1–100 characters');
 export const PublicKey = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'an Ed25519 public key, 32 bytes base64url');
 export const Uuid = z.string().uuid();
-export const Cidr = z.string().max(49).refine((v) => /^[0-9a-fA-F:.]+\/\d{1,3}$/.test(v), 'a CIDR such as 10.0.0.0/8');
+/** A network in CIDR form whose host bits are zero, e.g. 10.0.0.0/8 or fd00::/8. */
+export const Cidr = z.string().max(49).refine(isNetworkCidr, 'a network such as 10.0.0.0/8 (host bits zero)');
 /** Secret values are UTF-8 text, at most 64 KiB. */
 export const SecretValue = z.string().min(1).max(65536);
 export const VersionLabel = z.enum(['current', 'previous', 'pending']);
@@ -70,7 +72,13 @@ export const CreateTokenRequest = z.object({
   name: IdentityName.optional(),
 });
 export const CreateTokenResponse = z.object({ token: z.string(), expiresAt: z.string() });
-export const EnrollRequest = z.object({ token: z.string().min(20).max(200), publicKey: PublicKey, name: IdentityName });
+export const EnrollRequest = z.object({
+  token: z.string().min(20).max(200),
+  publicKey: PublicKey,
+  name: IdentityName,
+  /** Required for the agent role: the X25519 key commands' secrets are sealed to. */
+  boxPublicKey: PublicKey.optional(),
+});
 export const EnrollResponse = z.object({ identityId: Uuid, project: z.string(), role: Role, serverPublicKey: z.string() });
 
 export const Identity = z.object({
@@ -89,7 +97,7 @@ export const AuditQuery = z.object({
   identity: Uuid.optional(),
   project: ProjectName.optional(),
   secret: SecretName.optional(),
-  version: z.coerce.number().int().min(1).optional(),
+  version: z.coerce.number().int().min(1).max(2147483647).optional(),
   action: z.string().max(64).optional(),
   from: z.iso.datetime({ offset: true }).optional(),
   to: z.iso.datetime({ offset: true }).optional(),
@@ -118,6 +126,15 @@ export const AuditVerifyResponse = z.object({
   checkpoints: z.number().int(),
   firstBadSeq: z.number().int().nullable(),
   problem: z.string().nullable(),
+  /** The newest signed checkpoint: the CLI checks it against its pinned server key and remembers it. */
+  latestCheckpoint: z.object({
+    seq: z.number().int(),
+    recordHash: z.string().regex(/^[0-9a-f]{64}$/),
+    prevSeq: z.number().int(),
+    prevHash: z.string().regex(/^[0-9a-f]{64}$/),
+    keyVersion: z.number().int(),
+    signature: z.string().max(100),
+  }).nullable(),
 });
 
 export const ErrorBody = z.object({ error: z.object({ code: z.string(), message: z.string(), details: z.record(z.string(), z.unknown()).optional() }) });
@@ -127,3 +144,41 @@ export const WhoAmI = Identity;
 export function rekeyProofText(identityId: string, newPublicKey: string, nonce: string): Buffer {
   return Buffer.from(`sikker-rekey-v1\n${identityId}\n${newPublicKey}\n${nonce}`, 'utf8');
 }
+
+export const Agent = z.object({
+  agentId: Uuid,
+  name: z.string(),
+  project: z.string(),
+  online: z.boolean(),
+  disabled: z.boolean(),
+  agentVersion: z.string().nullable(),
+  replica: z.string().nullable(),
+  address: z.string().nullable(),
+  connectedAt: z.string().nullable(),
+  lastHeartbeatAt: z.string().nullable(),
+});
+export const AgentList = z.object({ agents: z.array(Agent) });
+export const AgentCommand = z.object({
+  commandId: Uuid,
+  generation: z.number().int(),
+  kind: z.string(),
+  state: z.string(),
+  payload: z.record(z.string(), z.unknown()),
+  issuedAt: z.string(),
+  expiresAt: z.string(),
+  deliveries: z.number().int(),
+  completedAt: z.string().nullable(),
+  result: z.record(z.string(), z.unknown()).nullable(),
+  error: z.object({ code: z.string(), message: z.string() }).nullable(),
+});
+export const AgentDetail = Agent.extend({ commands: z.array(AgentCommand) });
+export const IssueCommandRequest = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('agent.probe'), ttlSeconds: z.number().int().min(10).max(86400).optional() }).strict(),
+  z.object({
+    kind: z.literal('secret.deliver'),
+    secret: SecretName,
+    sink: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/),
+    version: z.number().int().min(1).optional(),
+    ttlSeconds: z.number().int().min(10).max(86400).optional(),
+  }).strict(),
+]);

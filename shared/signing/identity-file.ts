@@ -1,9 +1,10 @@
-import { chmodSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeSync, closeSync, fsyncSync } from 'node:fs';
+import { constants, mkdirSync, openSync, readFileSync, renameSync, statSync, writeSync, closeSync, fsyncSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { KeyObject } from 'node:crypto';
+import { randomBytes, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { SikkerError } from '../errors/sikker-error.js';
 import { generateIdentityKeyPair, privateKeyFromPem, privateKeyToPem } from './ed25519-keys.js';
+import { boxPrivateKeyFromPem, boxPrivateKeyToPem } from '../crypto/sealed-box.js';
 
 /**
  * An identity file holds one Ed25519 private key (generated on this host, never sent
@@ -16,6 +17,8 @@ const IdentityFileSchema = z.object({
   privateKeyPem: z.string().min(32).max(4096),
   identityId: z.string().uuid().nullable(),
   serverPublicKey: z.string().max(64).nullable().optional(),
+  /** Agents only: the X25519 key that commands' sealed secrets are addressed to. */
+  boxPrivateKeyPem: z.string().min(32).max(4096).nullable().optional(),
 });
 export type IdentityFileContent = z.infer<typeof IdentityFileSchema>;
 
@@ -24,6 +27,7 @@ export interface LoadedIdentity {
   privateKey: KeyObject;
   identityId: string | null;
   serverPublicKey: string | null;
+  boxPrivateKey?: KeyObject | null;
 }
 
 export function checkPrivateFileMode(path: string): void {
@@ -58,6 +62,7 @@ export function loadIdentityFile(path: string): LoadedIdentity {
     privateKey: privateKeyFromPem(parsed.privateKeyPem),
     identityId: parsed.identityId,
     serverPublicKey: parsed.serverPublicKey ?? null,
+    boxPrivateKey: parsed.boxPrivateKeyPem == null ? null : boxPrivateKeyFromPem(parsed.boxPrivateKeyPem),
   };
 }
 
@@ -69,16 +74,17 @@ export function writeIdentityFile(path: string, identity: Omit<LoadedIdentity, '
     privateKeyPem: privateKeyToPem(identity.privateKey),
     identityId: identity.identityId,
     serverPublicKey: identity.serverPublicKey,
+    boxPrivateKeyPem: identity.boxPrivateKey == null ? null : boxPrivateKeyToPem(identity.boxPrivateKey),
   };
-  const temp = `${path}.tmp-${process.pid}`;
-  const fd = openSync(temp, 'w', 0o600);
+  // A fresh random name opened exclusively and without following links: nobody can redirect the key.
+  const temp = `${path}.tmp-${randomBytes(6).toString('hex')}`;
+  const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   try {
     writeSync(fd, JSON.stringify(content, null, 2) + '\n');
     fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
-  chmodSync(temp, 0o600);
   renameSync(temp, path);
 }
 

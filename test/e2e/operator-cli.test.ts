@@ -13,7 +13,7 @@ t.test('e2e – an operator initialises, stores, reads, survives kill -9, unseal
   const prefix = uniqueRedisPrefix('e2e-cli');
   const home = mkdtempSync(join(tmpdir(), 'sikker-e2e-'));
   const port = await freePort();
-  const serverEnv = { SIKKER_DATABASE_URL: db.url, SIKKER_REDIS_URL: SHARED_REDIS_URL, SIKKER_REDIS_PREFIX: prefix, SIKKER_LISTEN: `127.0.0.1:${port}` };
+  const serverEnv = { SIKKER_AUDIT_CHECKPOINT_EVERY: '4', SIKKER_DATABASE_URL: db.url, SIKKER_REDIS_URL: SHARED_REDIS_URL, SIKKER_REDIS_PREFIX: prefix, SIKKER_LISTEN: `127.0.0.1:${port}` };
   const cliEnv = { SIKKER_SERVER: `http://127.0.0.1:${port}`, SIKKER_IDENTITY: join(home, 'identity.json'), HOME: home };
   let server: RunningProcess | null = null;
   t.teardown(async () => {
@@ -60,6 +60,22 @@ t.test('e2e – an operator initialises, stores, reads, survives kill -9, unseal
   const verify = await sikker(['audit', 'verify', '--json']);
   t.equal(verify.code, 0);
   t.match(JSON.parse(verify.stdout), { ok: true });
+
+  // Someone with database access cuts the log back to before the newest checkpoint and
+  // rewinds the head: the server's own walk finds nothing wrong, the CLI's memory does.
+  const { default: pg } = await import('pg');
+  const direct = new pg.Client({ connectionString: db.url });
+  await direct.connect();
+  const cut = Number((await direct.query('SELECT max(seq) AS s FROM audit_checkpoints')).rows[0].s);
+  const keep = cut - 1;
+  const before = (await direct.query('SELECT seq, record_hash FROM audit_checkpoints WHERE seq < $1 ORDER BY seq DESC LIMIT 1', [cut])).rows[0] ?? { seq: 0, record_hash: Buffer.alloc(32) };
+  await direct.query('DELETE FROM audit_records WHERE seq > $1', [keep]);
+  await direct.query('DELETE FROM audit_checkpoints WHERE seq > $1', [keep]);
+  await direct.query('UPDATE audit_chain_head SET seq = $1, record_hash = (SELECT record_hash FROM audit_records WHERE seq = $1), checkpoint_seq = $2, checkpoint_hash = $3', [keep, before.seq, before.record_hash]);
+  await direct.end();
+  const truncated = await sikker(['audit', 'verify', '--json']);
+  t.equal(truncated.code, 1, 'verify fails');
+  t.match(JSON.parse(truncated.stdout).problem, /truncated/, 'the CLI remembers the checkpoint it saw');
 
   chmodSync(cliEnv.SIKKER_IDENTITY, 0o644);
   const loose = await sikker(['secret', 'get', 'payments/db-password']);

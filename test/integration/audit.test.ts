@@ -30,7 +30,8 @@ t.test('audit – records say who, from where, what, which version, outcome; nev
   const h = await withRecords(t, 'records');
   const reader = await h.enroll('p', 'reader');
   const denied = await reader.call('GET', '/v1/projects/p/secrets/s');
-  t.equal(denied.status, 403, 'a reader without a per-secret grant is refused');
+  t.equal(denied.status, 404, 'a reader without a per-secret grant is refused, as if the secret did not exist');
+  t.equal((await reader.call('GET', '/v1/projects/p/secrets/s/versions')).status, 404, 'nor can it list its versions');
   await h.admin.ok('POST', '/v1/projects/p/secrets/s/grants', { identityId: reader.identityId });
   t.equal((await reader.ok('GET', '/v1/projects/p/secrets/s')).value, VALUE, 'granted: the reader reads');
   const { records } = await h.admin.ok('GET', `/v1/audit?identity=${reader.identityId}&project=p&secret=s&version=1`);
@@ -101,4 +102,14 @@ t.test('audit – a recomputed chain is caught by the signed checkpoints', async
   t.equal(v.ok, false);
   t.ok(v.firstBadSeq <= 5, `names a record at or before the change (${v.firstBadSeq})`);
   t.match(v.problem, /rewritten/);
+});
+
+t.test('audit – removing a signed checkpoint is detected by the next one', async (t) => {
+  const h = await withRecords(t, 'cp-removed', { SIKKER_AUDIT_CHECKPOINT_EVERY: '3' });
+  const seqs = (await h.plane.pool.query<{ seq: string }>('SELECT seq FROM audit_checkpoints ORDER BY seq')).rows.map((r) => Number(r.seq));
+  t.ok(seqs.length >= 2);
+  await h.plane.pool.query('DELETE FROM audit_checkpoints WHERE seq = $1', [seqs[0]]);
+  const v = await h.admin.ok('POST', '/v1/audit/verify');
+  t.equal(v.ok, false);
+  t.match(v.problem, /checkpoints after record 0 were removed/);
 });

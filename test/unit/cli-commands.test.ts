@@ -247,7 +247,7 @@ t.test('audit list – filters go in the query; one aligned line per record', as
 
 t.test('audit verify – a broken chain exits 1 naming the first bad record', async (t) => {
   const { path } = enrolledIdentity(t);
-  const verdict = { ok: false, checked: 40, checkpoints: 2, firstBadSeq: 17, problem: 'hash mismatch' };
+  const verdict = { ok: false, checked: 40, checkpoints: 2, firstBadSeq: 17, problem: 'hash mismatch', latestCheckpoint: null };
   const server = await fakeServer(t, { 'POST /v1/audit/verify': () => ({ status: 200, body: verdict }) });
   const result = await run(['audit', 'verify'], { SIKKER_SERVER: server.url, SIKKER_IDENTITY: path });
   t.equal(result.code, 1);

@@ -23,3 +23,9 @@ t.test('config – bad values are named, values never echoed', async (t) => {
     t.notMatch(String((err as Error).message), /topsecretpw/);
   }
 });
+
+t.test('cidr – networks with host bits zero only', async (t) => {
+  const { isNetworkCidr } = await import('../../shared/protocol/cidr.js');
+  for (const ok of ['10.0.0.0/8', '127.0.0.2/32', '0.0.0.0/0', 'fd00::/8', '::1/128', '2001:db8::/32', '::ffff:10.0.0.0/104']) t.ok(isNetworkCidr(ok), ok);
+  for (const bad of ['10.0.0.1/8', '10.0.0.0/33', '10.0.0.0', 'fd00::1/8', 'x/8', '10.0.0.0/8/1', '1.2.3/8', '::/129']) t.notOk(isNetworkCidr(bad), bad);
+});

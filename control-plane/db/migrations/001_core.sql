@@ -4,6 +4,7 @@
 CREATE TABLE vault_state (
   singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
   root_check     bytea NOT NULL,          -- HMAC under a key derived from the root key; proves a reconstruction
+  share_hashes   bytea[] NOT NULL,        -- SHA-256 of each share: a stranger's share is refused alone, never poisons the set
   share_count    integer NOT NULL CHECK (share_count BETWEEN 1 AND 16),
   threshold      integer NOT NULL CHECK (threshold BETWEEN 1 AND 16),
   initialised_at timestamptz NOT NULL DEFAULT now()
@@ -115,14 +116,18 @@ CREATE TABLE audit_chain_head (
   singleton       boolean PRIMARY KEY DEFAULT true CHECK (singleton),
   seq             bigint NOT NULL,
   record_hash     bytea NOT NULL,
-  checkpoint_seq  bigint NOT NULL DEFAULT 0
+  checkpoint_seq  bigint NOT NULL DEFAULT 0,
+  checkpoint_hash bytea NOT NULL DEFAULT '\x0000000000000000000000000000000000000000000000000000000000000000'
 );
 INSERT INTO audit_chain_head (seq, record_hash) VALUES (0, '\x0000000000000000000000000000000000000000000000000000000000000000');
 
 -- Signed by the server key: an attacker with write access cannot recompute these.
+-- Each signature also covers the previous checkpoint, so removing one breaks the next.
 CREATE TABLE audit_checkpoints (
   seq                bigint PRIMARY KEY,
   record_hash        bytea NOT NULL,
+  prev_seq           bigint NOT NULL,
+  prev_hash          bytea NOT NULL,
   server_key_version integer NOT NULL,
   signature          bytea NOT NULL,
   signed_at          timestamptz NOT NULL DEFAULT now()

@@ -1,0 +1,23 @@
+import type { WebSocket } from 'ws';
+import type { HubToAgent } from '../../shared/protocol/agent-messages.js';
+
+/**
+ * One connected agent as the hub sees it. Kept small on purpose: a replica holds
+ * tens of thousands of these.
+ */
+export class AgentConnection {
+  /** Answered the last ping. */
+  alive = true;
+  /** The agent said hello (it has reported what it holds). */
+  ready = false;
+  /** Commands sent on this socket, so a sweep does not send them twice. */
+  readonly sent = new Set<string>();
+  /** Commands the agent reported as held at hello. */
+  held = new Set<string>();
+
+  constructor(readonly agentId: string, readonly socket: WebSocket, readonly remoteAddress: string) {}
+
+  send(message: HubToAgent): void {
+    if (this.socket.readyState === this.socket.OPEN) this.socket.send(JSON.stringify(message));
+  }
+}

@@ -1,0 +1,91 @@
+import type { PoolClient } from 'pg';
+import type { Queryable } from '../db/queryable.js';
+
+export const OPEN_STATES = ['pending', 'delivered', 'accepted'] as const;
+
+export interface CommandRow {
+  command_id: string;
+  agent_id: string;
+  generation: string;
+  kind: string;
+  payload: Record<string, unknown>;
+  sealed: Buffer | null;
+  state: string;
+  issued_by: string | null;
+  issued_at: Date;
+  expires_at: Date;
+  delivered_at: Date | null;
+  deliveries: number;
+  completed_at: Date | null;
+  result: Record<string, unknown> | null;
+  error: { code: string; message: string } | null;
+}
+
+/** Takes the agent's next generation number (row lock: generations are gap-free per agent). */
+export async function nextGeneration(client: PoolClient, agentId: string): Promise<{ generation: number; boxPublicKey: string } | null> {
+  const row = (await client.query<{ generation: string; box_public_key: string }>(
+    'UPDATE agents SET next_generation = next_generation + 1 WHERE agent_id = $1 RETURNING next_generation - 1 AS generation, box_public_key', [agentId],
+  )).rows[0];
+  return row === undefined ? null : { generation: Number(row.generation), boxPublicKey: row.box_public_key };
+}
+
+export async function insertCommand(client: PoolClient, c: { commandId: string; agentId: string; generation: number; kind: string; payload: Record<string, unknown>; sealed: Buffer | null; issuedBy: string; expiresAt: Date }): Promise<void> {
+  await client.query(
+    `INSERT INTO agent_commands (command_id, agent_id, generation, kind, payload, sealed, state, issued_by, expires_at)
+     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)`,
+    [c.commandId, c.agentId, c.generation, c.kind, JSON.stringify(c.payload), c.sealed, c.issuedBy, c.expiresAt],
+  );
+}
+
+/** Commands still to deliver or finish, oldest generation first, unexpired. */
+export async function openCommands(db: Queryable, agentId: string): Promise<CommandRow[]> {
+  return (await db.query<CommandRow>(
+    `SELECT * FROM agent_commands WHERE agent_id = $1 AND state = ANY($2::text[]) AND expires_at > now() ORDER BY generation`,
+    [agentId, OPEN_STATES],
+  )).rows;
+}
+
+export async function markDelivered(db: Queryable, commandIds: string[]): Promise<void> {
+  if (commandIds.length === 0) return;
+  await db.query(
+    `UPDATE agent_commands SET deliveries = deliveries + 1, delivered_at = now(),
+            state = CASE WHEN state = 'pending' THEN 'delivered' ELSE state END
+      WHERE command_id = ANY($1::uuid[])`,
+    [commandIds],
+  );
+}
+
+export async function markAccepted(db: Queryable, agentId: string, commandId: string): Promise<void> {
+  await db.query(`UPDATE agent_commands SET state = 'accepted' WHERE command_id = $1 AND agent_id = $2 AND state IN ('pending', 'delivered')`, [commandId, agentId]);
+}
+
+/**
+ * Records a final outcome once: later duplicates (a re-sent result after a reconnect)
+ * change nothing. Returns true when this call made the change.
+ */
+export async function completeCommand(db: Queryable, agentId: string, commandId: string, state: 'succeeded' | 'failed' | 'rejected' | 'expired', result: Record<string, unknown> | null, error: { code: string; message: string } | null): Promise<boolean> {
+  const updated = await db.query(
+    `UPDATE agent_commands SET state = $3, result = $4, error = $5, completed_at = now()
+      WHERE command_id = $1 AND agent_id = $2 AND state = ANY($6::text[])`,
+    [commandId, agentId, state, result === null ? null : JSON.stringify(result), error === null ? null : JSON.stringify(error), OPEN_STATES],
+  );
+  return updated.rowCount === 1;
+}
+
+export async function findCommand(db: Queryable, commandId: string): Promise<CommandRow | null> {
+  return (await db.query<CommandRow>('SELECT * FROM agent_commands WHERE command_id = $1', [commandId])).rows[0] ?? null;
+}
+
+export async function recentCommands(db: Queryable, agentId: string, limit: number): Promise<CommandRow[]> {
+  return (await db.query<CommandRow>('SELECT * FROM agent_commands WHERE agent_id = $1 ORDER BY generation DESC LIMIT $2', [agentId, limit])).rows;
+}
+
+/** Agents with commands waiting for delivery (the periodic safety sweep). */
+export async function agentsWithPending(db: Queryable): Promise<string[]> {
+  return (await db.query<{ agent_id: string }>(`SELECT DISTINCT agent_id FROM agent_commands WHERE state = 'pending' AND expires_at > now()`)).rows.map((r) => r.agent_id);
+}
+
+/** Undelivered or unanswered commands past their expiry become `expired` (accepted ones are the agent's to finish). */
+export async function expireCommands(db: Queryable): Promise<number> {
+  return (await db.query(`UPDATE agent_commands SET state = 'expired', completed_at = now() WHERE state IN ('pending', 'delivered') AND expires_at <= now()`)).rowCount ?? 0;
+}

@@ -1,0 +1,222 @@
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Pool } from 'pg';
+import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { SikkerError } from '../../shared/errors/sikker-error.js';
+import type { Logger } from '../../shared/logging/logger.js';
+import { AGENT_CONNECT_PATH, AgentToHub, MAX_MESSAGE_BYTES } from '../../shared/protocol/agent-messages.js';
+import type { AuditBatcher } from '../audit/audit-batcher.js';
+import type { RequestAuthenticator } from '../auth/request-authenticator.js';
+import { statusFor } from '../http/error-mapping.js';
+import type { RootKeyHolder } from '../vault/root-key-holder.js';
+import { AgentConnection } from './agent-connection.js';
+import { isActiveAgent, markConnected, markDisconnected, recentlyDisabled, recordHello, touchHeartbeats } from './agent-dal.js';
+import type { CommandBus } from './command-bus.js';
+import { agentsWithPending, completeCommand, expireCommands, markAccepted, markDelivered, openCommands } from './command-dal.js';
+import type { CommandService } from './command-service.js';
+
+export interface HubOptions {
+  replicaId: string;
+  heartbeatMs: number;
+  /** How often disabled identities and undelivered commands are swept. */
+  sweepMs?: number;
+}
+
+type AgentMessage = ReturnType<typeof AgentToHub.parse>;
+
+/**
+ * The WebSocket hub: authenticates each agent's signed upgrade before answering 101,
+ * holds one socket per agent, pings both ways, and delivers the commands stored in
+ * PostgreSQL — on hello (what the agent reports it holds is not sent again), when a
+ * replica announces one through Redis, and in a periodic sweep.
+ */
+export class HubServer {
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES, perMessageDeflate: false, clientTracking: false });
+  private readonly connections = new Map<string, AgentConnection>();
+  private readonly timers: NodeJS.Timeout[] = [];
+  private bus: CommandBus | null = null;
+
+  constructor(
+    private readonly deps: { pool: Pool; authenticator: RequestAuthenticator; audit: AuditBatcher; root: RootKeyHolder; commands: CommandService; logger: Logger },
+    private readonly options: HubOptions,
+  ) {}
+
+  get connectedCount(): number {
+    return this.connections.size;
+  }
+
+  isConnected(agentId: string): boolean {
+    return this.connections.has(agentId);
+  }
+
+  /** Starts answering upgrades on `server` and the heartbeat and sweep timers. */
+  attach(server: Server, bus: CommandBus): void {
+    this.bus = bus;
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.handleUpgrade(req, socket, head));
+    this.timers.push(setInterval(() => this.heartbeat(), this.options.heartbeatMs));
+    this.timers.push(setInterval(() => void this.sweep(), this.options.sweepMs ?? 2000));
+    for (const t of this.timers) t.unref();
+  }
+
+  /** Delivers waiting commands if this replica holds the agent's socket (bus hint or sweep). */
+  deliverIfHere(agentId: string): void {
+    const conn = this.connections.get(agentId);
+    if (conn !== undefined) void this.deliver(conn);
+  }
+
+  /** Closes the socket of a disabled identity if this replica holds it. */
+  dropIfHere(identityId: string): void {
+    const conn = this.connections.get(identityId);
+    if (conn !== undefined) {
+      this.deps.logger.info({ agentId: identityId }, 'closing the socket of a disabled agent');
+      conn.socket.close(4003, 'identity disabled');
+      setTimeout(() => conn.socket.terminate(), 1000).unref();
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    for (const conn of this.connections.values()) conn.socket.close(1001, 'control plane stopping');
+    this.connections.clear();
+    this.wss.close();
+  }
+
+  private async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const sourceIp = req.socket.remoteAddress ?? '';
+    socket.on('error', () => socket.destroy()); // a client that vanishes mid-handshake
+    try {
+      if ((req.url ?? '').split('?')[0] !== AGENT_CONNECT_PATH) throw new SikkerError('ERR_NOT_FOUND', 'no such endpoint');
+      if (this.deps.root.isSealed()) throw new SikkerError('ERR_VAULT_SEALED', 'the vault is sealed', { retryable: true });
+      const { identity } = await this.authenticate(req, sourceIp);
+      if (!identity.grants.some((g) => g.role === 'agent') || !(await isActiveAgent(this.deps.pool, identity.identityId))) {
+        throw new SikkerError('ERR_AUTH_FORBIDDEN', 'this identity is not an enrolled agent');
+      }
+      this.wss.handleUpgrade(req, socket, head, (ws) => void this.onConnection(ws, identity.identityId, sourceIp));
+    } catch (err) {
+      const e = err instanceof SikkerError ? err : new SikkerError('ERR_INTERNAL', 'internal error', { cause: err });
+      if (e.code === 'ERR_INTERNAL') this.deps.logger.error({ err }, 'agent upgrade failed');
+      const body = JSON.stringify({ error: { code: e.code, message: e.message } });
+      const status = statusFor(e.code);
+      socket.end(`HTTP/1.1 ${status} ${status === 401 ? 'Unauthorized' : 'Refused'}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    }
+  }
+
+  private async authenticate(req: IncomingMessage, sourceIp: string) {
+    try {
+      return await this.deps.authenticator.authenticate({ method: req.method ?? 'GET', url: req.url ?? '', headers: req.headers, rawBody: Buffer.alloc(0), sourceIp });
+    } catch (err) {
+      if (err instanceof SikkerError) {
+        await this.deps.audit.append({ identityId: null, sourceIp, action: 'auth.failure', outcome: 'denied', detail: { code: err.code, method: 'GET', path: AGENT_CONNECT_PATH } })
+          .catch((auditErr: unknown) => this.deps.logger.error({ err: auditErr }, 'could not audit a refused agent upgrade'));
+      }
+      throw err;
+    }
+  }
+
+  private async onConnection(ws: WebSocket, agentId: string, remoteAddress: string): Promise<void> {
+    const conn = new AgentConnection(agentId, ws, remoteAddress);
+    const previous = this.connections.get(agentId);
+    if (previous !== undefined) previous.socket.close(4000, 'replaced by a newer connection');
+    this.connections.set(agentId, conn);
+    const log = this.deps.logger.child({ agentId });
+    ws.on('pong', () => { conn.alive = true; });
+    ws.on('message', (data: RawData, isBinary: boolean) => void this.onMessage(conn, data, isBinary, log));
+    ws.on('error', (err: Error) => log.warn({ err: { message: err.message } }, 'agent socket error'));
+    ws.on('close', () => {
+      if (this.connections.get(agentId) !== conn) return;
+      this.connections.delete(agentId);
+      markDisconnected(this.deps.pool, agentId, this.options.replicaId).catch((err: unknown) => log.warn({ err }, 'could not record a disconnect'));
+    });
+    conn.send({ type: 'welcome', replicaId: this.options.replicaId, serverTime: Date.now(), heartbeatMs: this.options.heartbeatMs });
+    await markConnected(this.deps.pool, agentId, this.options.replicaId, remoteAddress).catch((err: unknown) => log.warn({ err }, 'could not record a connect'));
+  }
+
+  private async onMessage(conn: AgentConnection, data: RawData, isBinary: boolean, log: Logger): Promise<void> {
+    let message: AgentMessage;
+    try {
+      if (isBinary) throw new Error('binary frame');
+      message = AgentToHub.parse(JSON.parse(data.toString()));
+    } catch {
+      log.warn('agent sent an invalid message; closing');
+      conn.socket.close(1008, 'invalid message');
+      return;
+    }
+    try {
+      await this.handle(conn, message, log);
+    } catch (err) {
+      log.error({ err }, 'handling an agent message failed');
+    }
+  }
+
+  private async handle(conn: AgentConnection, m: AgentMessage, log: Logger): Promise<void> {
+    const pool = this.deps.pool;
+    switch (m.type) {
+      case 'hello':
+        conn.held = new Set([...m.inProgress, ...m.results.map((r) => r.commandId)]);
+        for (const r of m.results) await this.recordResult(conn, r, log);
+        await recordHello(pool, conn.agentId, m.agentVersion);
+        conn.ready = true;
+        await this.deliver(conn);
+        return;
+      case 'accepted':
+        await markAccepted(pool, conn.agentId, m.commandId);
+        return;
+      case 'result':
+        await this.recordResult(conn, m, log);
+        return;
+      case 'rejected': {
+        const state = m.code === 'ERR_COMMAND_EXPIRED' ? 'expired' : 'rejected';
+        if (/^[0-9a-f-]{36}$/.test(m.commandId)) await completeCommand(pool, conn.agentId, m.commandId, state, null, { code: m.code, message: m.message });
+        log.warn({ commandId: m.commandId, code: m.code }, 'agent rejected a command');
+        return;
+      }
+    }
+  }
+
+  private async recordResult(conn: AgentConnection, r: { commandId: string; outcome: 'succeeded' | 'failed'; result: Record<string, unknown>; error: { code: string; message: string } | null }, log: Logger): Promise<void> {
+    const changed = await completeCommand(this.deps.pool, conn.agentId, r.commandId, r.outcome, r.result, r.error);
+    if (changed) {
+      log.info({ commandId: r.commandId, outcome: r.outcome }, 'command finished');
+      await this.deps.audit.append({ identityId: conn.agentId, sourceIp: conn.remoteAddress, action: 'agent.command.result', outcome: r.outcome, detail: { commandId: r.commandId, code: r.error?.code ?? null } });
+    }
+    conn.send({ type: 'result-ack', commandId: r.commandId });
+  }
+
+  /** Sends every open command not yet sent on this socket, in generation order. */
+  private async deliver(conn: AgentConnection): Promise<void> {
+    if (!conn.ready || this.deps.root.isSealed()) return;
+    const rows = await openCommands(this.deps.pool, conn.agentId);
+    const sent: string[] = [];
+    for (const row of rows) {
+      if (conn.sent.has(row.command_id) || conn.held.has(row.command_id)) continue;
+      conn.sent.add(row.command_id);
+      conn.send({ type: 'command', ...this.deps.commands.envelopeFor(row) });
+      sent.push(row.command_id);
+    }
+    await markDelivered(this.deps.pool, sent);
+  }
+
+  private heartbeat(): void {
+    const alive: string[] = [];
+    for (const conn of this.connections.values()) {
+      if (!conn.alive) {
+        conn.socket.terminate(); // silent for a whole interval: half-open
+        continue;
+      }
+      alive.push(conn.agentId);
+      conn.alive = false;
+      conn.socket.ping();
+    }
+    touchHeartbeats(this.deps.pool, alive, this.options.replicaId).catch((err: unknown) => this.deps.logger.warn({ err }, 'could not record heartbeats'));
+  }
+
+  private async sweep(): Promise<void> {
+    try {
+      for (const id of await recentlyDisabled(this.deps.pool, 30)) this.dropIfHere(id);
+      if (this.connections.size > 0) for (const id of await agentsWithPending(this.deps.pool)) this.deliverIfHere(id);
+      await expireCommands(this.deps.pool);
+    } catch (err) {
+      this.deps.logger.warn({ err }, 'hub sweep failed; retrying next interval');
+    }
+  }
+}
