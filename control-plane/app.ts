@@ -72,14 +72,17 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
     throw err instanceof SikkerError ? err : new SikkerError('ERR_CONFIG_INVALID', 'cannot reach or migrate the PostgreSQL database (SIKKER_DATABASE_URL)', { cause: err });
   }
   // Fail fast, never queue: a nonce check that cannot reach Redis must refuse at once.
-  const redis = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 2000, lazyConnect: false });
+  const redis = new Redis(config.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 0, commandTimeout: 2000, lazyConnect: false, enableAutoPipelining: true });
   redis.on('error', (err: Error) => logger.warn({ err: { message: err.message } }, 'Redis connection problem (signed requests are refused meanwhile)'));
   await waitForRedis(redis, logger);
 
   const root = new RootKeyHolder();
   const keyring = new Keyring(root);
   const chain = new AuditChainWriter(() => root.signer(), config.auditCheckpointEvery);
-  const audit = new AuditBatcher(pool, chain, logger);
+  // The group commit gets connections of its own, so it never queues behind the reads it gates.
+  const auditPool = new pg.Pool({ connectionString: config.databaseUrl, max: 2, connectionTimeoutMillis: 5000, statement_timeout: 15_000, lock_timeout: 5000 });
+  auditPool.on('error', (err) => logger.error({ err }, 'idle PostgreSQL connection (audit) failed'));
+  const audit = new AuditBatcher(auditPool, chain, logger);
   const seal = new SealService(pool, root, audit, chain, logger);
   const identities = new IdentityService(pool, chain, logger);
   const projects = new ProjectService(pool, keyring, chain, logger);
@@ -160,6 +163,7 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
       await app.close();
       root.seal();
       redis.disconnect();
+      await auditPool.end();
       await pool.end();
     },
   };

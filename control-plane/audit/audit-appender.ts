@@ -1,41 +1,55 @@
 import type { PoolClient } from 'pg';
 import type { KeyObject } from 'node:crypto';
+import type { Queryable } from '../db/queryable.js';
 import { chainHash, signCheckpoint } from './audit-chain.js';
 import { CHECKPOINT_INTERVAL, type AuditDraft, type AuditRecordRow } from './audit-types.js';
 
 export type CheckpointSigner = () => { key: KeyObject; version: number } | null;
+
+/** The chain head as stored in `audit_chain_head`. */
+export interface ChainHead {
+  seq: number;
+  recordHash: Buffer;
+  checkpointSeq: number;
+  checkpointHash: Buffer;
+}
+
+interface HeadRow {
+  seq: string;
+  record_hash: Buffer;
+  checkpoint_seq: string;
+  checkpoint_hash: Buffer;
+}
+
+const toHead = (r: HeadRow): ChainHead => ({ seq: Number(r.seq), recordHash: r.record_hash, checkpointSeq: Number(r.checkpoint_seq), checkpointHash: r.checkpoint_hash });
+
+const INSERT_COLUMNS = 'seq, occurred_at, identity_id, source_ip, action, project_id, secret_id, secret_version, outcome, detail, prev_hash, record_hash';
+const UNNEST = 'unnest($1::bigint[], $2::timestamptz[], $3::uuid[], $4::text[], $5::text[], $6::uuid[], $7::uuid[], $8::int[], $9::text[], $10::jsonb[], $11::bytea[], $12::bytea[])';
 
 /**
  * Writes audit records into the hash chain. One instance per control plane; services
  * call `append` inside the transaction whose effect the records describe.
  */
 export class AuditChainWriter {
-  constructor(private readonly signer: CheckpointSigner, private readonly checkpointEvery: number = CHECKPOINT_INTERVAL) {}
+  constructor(private readonly signer: CheckpointSigner, readonly checkpointEvery: number = CHECKPOINT_INTERVAL) {}
 
   /** See appendAuditRecords. */
   append(client: PoolClient, drafts: AuditDraft[]): Promise<number[]> {
     return appendAuditRecords(client, drafts, this.signer, this.checkpointEvery);
   }
+
+  /** Whether appending `count` records after `head` makes a signed checkpoint due (and possible). */
+  checkpointDue(head: ChainHead, count: number): boolean {
+    return this.signer() !== null && head.seq + count - head.checkpointSeq >= this.checkpointEvery;
+  }
 }
 
-/**
- * Appends records to the chain inside the caller's open transaction. Locks the chain
- * head row once for the whole batch (not once per record), so group commits keep
- * the chain linear across replicas without serialising each request. Returns the
- * sequence numbers in draft order. Adds a signed checkpoint when one is due and the
- * signing key is available (it is not while sealed).
- */
-export async function appendAuditRecords(client: PoolClient, drafts: AuditDraft[], signer: CheckpointSigner, checkpointEvery: number): Promise<number[]> {
-  if (drafts.length === 0) return [];
-  const head = await client.query<{ seq: string; record_hash: Buffer; checkpoint_seq: string; checkpoint_hash: Buffer }>(
-    'SELECT seq, record_hash, checkpoint_seq, checkpoint_hash FROM audit_chain_head WHERE singleton FOR UPDATE',
-  );
-  const headRow = head.rows[0];
-  if (headRow === undefined) throw new Error('audit chain head row is missing');
-  let seq = Number(headRow.seq);
-  let prevHash = headRow.record_hash;
+/** Links `drafts` onto `head`: sequence numbers and hashes, in draft order. */
+export function chainRows(head: Pick<ChainHead, 'seq' | 'recordHash'>, drafts: AuditDraft[]): AuditRecordRow[] {
+  let seq = head.seq;
+  let prevHash = head.recordHash;
   const occurredAt = new Date();
-  const rows: AuditRecordRow[] = drafts.map((d) => {
+  return drafts.map((d) => {
     seq += 1;
     const fields = {
       seq, occurredAt, identityId: d.identityId, sourceIp: d.sourceIp, action: d.action,
@@ -47,27 +61,72 @@ export async function appendAuditRecords(client: PoolClient, drafts: AuditDraft[
     prevHash = recordHash;
     return row;
   });
-  await client.query(
-    `INSERT INTO audit_records (seq, occurred_at, identity_id, source_ip, action, project_id, secret_id, secret_version, outcome, detail, prev_hash, record_hash)
-     SELECT * FROM unnest($1::bigint[], $2::timestamptz[], $3::uuid[], $4::text[], $5::text[], $6::uuid[], $7::uuid[], $8::int[], $9::text[], $10::jsonb[], $11::bytea[], $12::bytea[])`,
-    [
-      rows.map((r) => r.seq), rows.map((r) => r.occurredAt), rows.map((r) => r.identityId), rows.map((r) => r.sourceIp),
-      rows.map((r) => r.action), rows.map((r) => r.projectId), rows.map((r) => r.secretId), rows.map((r) => r.secretVersion),
-      rows.map((r) => r.outcome), rows.map((r) => JSON.stringify(r.detail)), rows.map((r) => r.prevHash), rows.map((r) => r.recordHash),
-    ],
-  );
-  let checkpointSeq = Number(headRow.checkpoint_seq);
-  let checkpointHash = headRow.checkpoint_hash;
+}
+
+function insertParams(rows: AuditRecordRow[]): unknown[] {
+  return [
+    rows.map((r) => r.seq), rows.map((r) => r.occurredAt), rows.map((r) => r.identityId), rows.map((r) => r.sourceIp),
+    rows.map((r) => r.action), rows.map((r) => r.projectId), rows.map((r) => r.secretId), rows.map((r) => r.secretVersion),
+    rows.map((r) => r.outcome), rows.map((r) => JSON.stringify(r.detail)), rows.map((r) => r.prevHash), rows.map((r) => r.recordHash),
+  ];
+}
+
+export async function readChainHead(db: Queryable): Promise<ChainHead> {
+  const row = (await db.query<HeadRow>({ name: 'audit-head-read', text: 'SELECT seq, record_hash, checkpoint_seq, checkpoint_hash FROM audit_chain_head WHERE singleton' })).rows[0];
+  if (row === undefined) throw new Error('audit chain head row is missing');
+  return toHead(row);
+}
+
+/**
+ * Appends records to the chain inside the caller's open transaction. Locks the chain
+ * head row once for the whole batch (not once per record), so group commits keep
+ * the chain linear across replicas without serialising each request. Returns the
+ * sequence numbers in draft order. Adds a signed checkpoint when one is due and the
+ * signing key is available (it is not while sealed).
+ */
+export async function appendAuditRecords(client: PoolClient, drafts: AuditDraft[], signer: CheckpointSigner, checkpointEvery: number): Promise<number[]> {
+  if (drafts.length === 0) return [];
+  const headRow = (await client.query<HeadRow>({ name: 'audit-head-lock', text: 'SELECT seq, record_hash, checkpoint_seq, checkpoint_hash FROM audit_chain_head WHERE singleton FOR UPDATE' })).rows[0];
+  if (headRow === undefined) throw new Error('audit chain head row is missing');
+  const head = toHead(headRow);
+  const rows = chainRows(head, drafts);
+  const last = rows[rows.length - 1]!;
+  await client.query({ name: 'audit-insert', text: `INSERT INTO audit_records (${INSERT_COLUMNS}) SELECT * FROM ${UNNEST}`, values: insertParams(rows) });
+  let checkpointSeq = head.checkpointSeq;
+  let checkpointHash = head.checkpointHash;
   const key = signer();
-  if (key !== null && seq - checkpointSeq >= checkpointEvery) {
-    const link = { seq, recordHash: prevHash, prevSeq: checkpointSeq, prevHash: checkpointHash };
+  if (key !== null && last.seq - checkpointSeq >= checkpointEvery) {
+    const link = { seq: last.seq, recordHash: last.recordHash, prevSeq: checkpointSeq, prevHash: checkpointHash };
     await client.query(
       'INSERT INTO audit_checkpoints (seq, record_hash, prev_seq, prev_hash, server_key_version, signature) VALUES ($1, $2, $3, $4, $5, $6)',
-      [seq, prevHash, checkpointSeq, checkpointHash, key.version, signCheckpoint(key.key, link)],
+      [last.seq, last.recordHash, checkpointSeq, checkpointHash, key.version, signCheckpoint(key.key, link)],
     );
-    checkpointSeq = seq;
-    checkpointHash = prevHash;
+    checkpointSeq = last.seq;
+    checkpointHash = last.recordHash;
   }
-  await client.query('UPDATE audit_chain_head SET seq = $1, record_hash = $2, checkpoint_seq = $3, checkpoint_hash = $4 WHERE singleton', [seq, prevHash, checkpointSeq, checkpointHash]);
+  await client.query({ name: 'audit-head-update', text: 'UPDATE audit_chain_head SET seq = $1, record_hash = $2, checkpoint_seq = $3, checkpoint_hash = $4 WHERE singleton', values: [last.seq, last.recordHash, checkpointSeq, checkpointHash] });
   return rows.map((r) => r.seq);
+}
+
+/**
+ * The group-commit fast path: one statement, one round trip, its own implicit
+ * transaction. It moves the head only if the head is still exactly `head` (no other
+ * writer, on this or another replica, got in between) and inserts the records only
+ * if it did. Returns the new head, or null when the head had moved (the caller
+ * re-reads it and tries again). Never used when a checkpoint is due.
+ */
+export async function appendIfHeadUnchanged(db: Queryable, head: ChainHead, drafts: AuditDraft[]): Promise<{ seqs: number[]; head: ChainHead } | null> {
+  const rows = chainRows(head, drafts);
+  const last = rows[rows.length - 1]!;
+  const result = await db.query({
+    name: 'audit-append-optimistic',
+    text: `WITH moved AS (
+             UPDATE audit_chain_head SET seq = $13, record_hash = $14
+              WHERE singleton AND seq = $15 AND record_hash = $16
+             RETURNING 1)
+           INSERT INTO audit_records (${INSERT_COLUMNS}) SELECT u.* FROM ${UNNEST} AS u, moved`,
+    values: [...insertParams(rows), last.seq, last.recordHash, head.seq, head.recordHash],
+  });
+  if (result.rowCount !== rows.length) return null;
+  return { seqs: rows.map((r) => r.seq), head: { ...head, seq: last.seq, recordHash: last.recordHash } };
 }

@@ -1,7 +1,7 @@
 import type { Pool } from 'pg';
 import type { Logger } from '../../shared/logging/logger.js';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
-import type { AuditChainWriter } from './audit-appender.js';
+import { appendIfHeadUnchanged, readChainHead, type AuditChainWriter, type ChainHead } from './audit-appender.js';
 import { withTransaction } from '../db/transaction.js';
 import type { AuditDraft } from './audit-types.js';
 
@@ -27,11 +27,13 @@ export interface AuditBatcherOptions {
 export class AuditBatcher {
   private queue: Waiter[] = [];
   private draining = false;
+  /** The head as this process last wrote it; null when unknown (re-read before use). */
+  private head: ChainHead | null = null;
   private readonly maxBatch: number;
   private readonly maxQueue: number;
 
   constructor(
-    private readonly pool: Pick<Pool, 'connect'>,
+    private readonly pool: Pick<Pool, 'connect' | 'query'>,
     private readonly chain: AuditChainWriter,
     private readonly logger: Logger,
     options: AuditBatcherOptions = {},
@@ -63,6 +65,7 @@ export class AuditBatcher {
         const seqs = await this.commit(batch.map((w) => w.draft));
         batch.forEach((w, i) => w.resolve(seqs[i] ?? 0));
       } catch (err) {
+        this.head = null;
         this.logger.error({ err, records: batch.length }, 'audit batch failed; the requests it carried are refused');
         const failure = new SikkerError('ERR_AUDIT_WRITE_FAILED', 'the audit record could not be written; the request was refused', { cause: err, retryable: true });
         for (const w of batch) w.reject(failure);
@@ -71,7 +74,24 @@ export class AuditBatcher {
     this.draining = false;
   }
 
-  private commit(drafts: AuditDraft[]): Promise<number[]> {
+  /**
+   * Commits one batch. Usually one statement that links onto the head this process
+   * last wrote; if someone else moved the head meanwhile (a write transaction, another
+   * replica) it re-reads and retries, and falls back to the locking transaction when a
+   * checkpoint is due or the head keeps moving.
+   */
+  private async commit(drafts: AuditDraft[]): Promise<number[]> {
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      const head = this.head ?? (await readChainHead(this.pool));
+      if (this.chain.checkpointDue(head, drafts.length)) break;
+      const done = await appendIfHeadUnchanged(this.pool, head, drafts);
+      if (done !== null) {
+        this.head = done.head;
+        return done.seqs;
+      }
+      this.head = null;
+    }
+    this.head = null;
     return withTransaction(this.pool, this.logger, (client) => this.chain.append(client, drafts));
   }
 }

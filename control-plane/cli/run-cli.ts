@@ -1,5 +1,6 @@
 import { Command, CommanderError } from 'commander';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
+import { registerAgentCommands } from './agent-commands.js';
 import { registerAuditCommands } from './audit-commands.js';
 import { CliContext, type CliIo } from './cli-context.js';
 import { registerIdentityCommands } from './identity-commands.js';
@@ -29,6 +30,7 @@ function buildProgram(ctx: CliContext): Command {
   registerSecretCommands(program, ctx);
   registerIdentityCommands(program, ctx);
   registerAuditCommands(program, ctx);
+  registerAgentCommands(program, ctx);
   return program;
 }
 

@@ -47,7 +47,7 @@ function toIdentity(row: IdentityRow): AuthIdentity & { createdAt: Date } {
 }
 
 export async function findIdentity(db: Queryable, identityId: string): Promise<(AuthIdentity & { createdAt: Date }) | null> {
-  const row = (await db.query<IdentityRow>(`${SELECT_IDENTITY} WHERE i.identity_id = $1`, [identityId])).rows[0];
+  const row = (await db.query<IdentityRow>({ name: 'identity-by-id', text: `${SELECT_IDENTITY} WHERE i.identity_id = $1`, values: [identityId] })).rows[0];
   return row === undefined ? null : toIdentity(row);
 }
 

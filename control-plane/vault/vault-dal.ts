@@ -42,7 +42,8 @@ export async function findSecretVersion(
       JOIN secret_versions v ON v.secret_id = s.secret_id AND ${byVersion ? 'v.version = $3::int' : 'v.label = $3::text'}
      WHERE p.name = $1`;
   const arg = byVersion ? selector.version : (selector.label ?? 'current');
-  return (await db.query<SecretVersionRow>(sql, [projectName, secretName, arg, identityId])).rows[0] ?? null;
+  // Named: the hot read path is parsed and planned once per connection, not per read.
+  return (await db.query<SecretVersionRow>({ name: byVersion ? 'read-secret-by-version' : 'read-secret-by-label', text: sql, values: [projectName, secretName, arg, identityId] })).rows[0] ?? null;
 }
 
 export async function listSecretsOfProject(db: Queryable, projectId: string, onlyGrantedTo: string | null): Promise<Array<{ secret_id: string; name: string; current_version: number | null; created_at: Date }>> {

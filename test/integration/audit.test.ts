@@ -113,3 +113,21 @@ t.test('audit – removing a signed checkpoint is detected by the next one', asy
   t.equal(v.ok, false);
   t.match(v.problem, /checkpoints after record 0 were removed/);
 });
+
+t.test('audit – group commits from two replicas and concurrent writes keep one linear chain', async (t) => {
+  const a = await withRecords(t, 'two-replicas');
+  const b = await startHarness(t, { label: 'two-replicas', database: a.db, redisPrefix: a.redisPrefix, init: false });
+  await b.admin.ok('POST', '/v1/sys/unseal', { share: a.shares[0] }, { signed: false });
+  await b.admin.ok('POST', '/v1/sys/unseal', { share: a.shares[1] }, { signed: false });
+  b.admin.privateKey = a.admin.privateKey;
+  b.admin.identityId = a.admin.identityId;
+  const work: Array<Promise<unknown>> = [];
+  for (let i = 0; i < 120; i += 1) {
+    work.push((i % 2 === 0 ? a : b).admin.ok('GET', '/v1/projects/p/secrets/s'));
+    if (i % 10 === 0) work.push(a.admin.ok('PUT', '/v1/projects/p/secrets/s', { value: `${VALUE}-${i}` }));
+  }
+  await Promise.all(work);
+  const { rows } = await a.plane.pool.query<{ n: string; max: string }>('SELECT count(*) AS n, max(seq) AS max FROM audit_records');
+  t.equal(rows[0]!.n, rows[0]!.max, 'sequence numbers have no gaps');
+  t.match(await a.admin.ok('POST', '/v1/audit/verify'), { ok: true }, 'the chain verifies');
+});
