@@ -4,7 +4,7 @@ import type { Pool } from 'pg';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
-import { AGENT_CONNECT_PATH, AgentToHub, MAX_MESSAGE_BYTES } from '../../shared/protocol/agent-messages.js';
+import { AGENT_CONNECT_PATH, AgentToHub, MAX_FRAGMENTS, MAX_MESSAGE_BYTES } from '../../shared/protocol/agent-messages.js';
 import type { AuditBatcher } from '../audit/audit-batcher.js';
 import type { RequestAuthenticator } from '../auth/request-authenticator.js';
 import { statusFor } from '../http/error-mapping.js';
@@ -31,7 +31,8 @@ type AgentMessage = ReturnType<typeof AgentToHub.parse>;
  * replica announces one through Redis, and in a periodic sweep.
  */
 export class HubServer {
-  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES, perMessageDeflate: false, clientTracking: false });
+  // Bounded both ways: a message is at most MAX_MESSAGE_BYTES and at most MAX_FRAGMENTS frames (ws closes 1009 / 1008 past them).
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES, maxFragments: MAX_FRAGMENTS, perMessageDeflate: false, clientTracking: false });
   private readonly connections = new Map<string, AgentConnection>();
   private readonly timers: NodeJS.Timeout[] = [];
   private bus: CommandBus | null = null;

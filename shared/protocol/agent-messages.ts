@@ -11,6 +11,8 @@ export const AGENT_CONNECT_PATH = '/v1/agent/connect';
 export const PROTOCOL_VERSION = 1;
 /** Largest frame either side accepts. Commands are small; this leaves room for sealed payloads. */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
+/** Largest number of frames one message may arrive in (ws's own default is 16,384). */
+export const MAX_FRAGMENTS = 256;
 
 const Uuid = z.string().uuid();
 const Base64 = z.string().max(90_000).regex(/^[A-Za-z0-9+/]*={0,2}$/);

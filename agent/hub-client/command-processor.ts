@@ -1,0 +1,236 @@
+import type { KeyObject } from 'node:crypto';
+import { SikkerError } from '../../shared/errors/sikker-error.js';
+import type { Logger } from '../../shared/logging/logger.js';
+import { PROTOCOL_VERSION, verifyCommand, type AgentToHub, type CommandEnvelope, type CommandKind, type CommandResult } from '../../shared/protocol/agent-messages.js';
+import type { ExecutorRegistry } from '../commands/command-executor.js';
+import type { CommandJournal } from '../journal/command-journal.js';
+
+/** What happened to one received command (for events and tests). */
+export type CommandDecision =
+  | { action: 'accepted' }
+  | { action: 'duplicate'; status: 'accepted' | 'final' }
+  | { action: 'rejected'; code: string }
+  | { action: 'ignored' };
+
+/** Reported when a command's final result is recorded. */
+export interface CommandFinished {
+  commandId: string;
+  kind: CommandKind;
+  outcome: 'succeeded' | 'failed';
+  code: string | null;
+}
+
+export interface CommandProcessorOptions {
+  agentId: string;
+  serverPublicKey: KeyObject;
+  journal: CommandJournal;
+  executors: ExecutorRegistry;
+  logger: Logger;
+  agentVersion: string;
+  onFinished?: (finished: CommandFinished) => void;
+  /** Clock for expiry checks (tests). */
+  now?: () => number;
+}
+
+/** Hello may report at most this many results and in-progress ids (protocol limit). */
+const HELLO_LIMIT = 1000;
+
+/**
+ * Decides about every command and runs accepted ones one at a time, in the order they
+ * were accepted (two deliveries to one sink land in generation order). Checks, in
+ * order: signature with the pinned server key, addressee, already journaled (re-send
+ * the result, or `accepted` again — never execute twice), expiry, generation above
+ * the highest accepted, payload shape. Acceptance is journaled durably before
+ * `accepted` is sent; the result is journaled before `result` is sent. When no
+ * session is attached, results wait in the journal for the next hello.
+ */
+export class CommandProcessor {
+  readonly #o: CommandProcessorOptions;
+  #send: ((message: AgentToHub) => boolean) | null = null;
+  #accepting = true;
+  #queue: Promise<void> = Promise.resolve();
+  #pending = 0;
+
+  constructor(options: CommandProcessorOptions) {
+    this.#o = options;
+  }
+
+  /** Commands queued or running. */
+  get inFlight(): number {
+    return this.#pending;
+  }
+
+  /** Routes messages to the current session (null: none). */
+  attach(send: ((message: AgentToHub) => boolean) | null): void {
+    this.#send = send;
+  }
+
+  /** The hello for a fresh session: what is unacknowledged and what is still running. */
+  hello(): AgentToHub {
+    const j = this.#o.journal;
+    return {
+      type: 'hello',
+      protocol: PROTOCOL_VERSION,
+      agentVersion: this.#o.agentVersion,
+      highestGeneration: j.highestGeneration,
+      results: j.unacknowledgedResults(HELLO_LIMIT),
+      inProgress: j.inProgress().slice(0, HELLO_LIMIT).map((e) => e.commandId),
+    };
+  }
+
+  /** From now on new commands are left undelivered (no answer at all). */
+  stopAccepting(): void {
+    this.#accepting = false;
+  }
+
+  /** Resolves true when the queue is empty, false if `timeoutMs` passes first. */
+  async drain(timeoutMs: number): Promise<boolean> {
+    if (this.#pending === 0) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<boolean>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+    });
+    const drained = (async () => {
+      while (this.#pending > 0) await this.#queue;
+      return true;
+    })();
+    try {
+      return await Promise.race([drained, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  handleCommand(envelope: CommandEnvelope, signature: string): CommandDecision {
+    if (!this.#accepting) return { action: 'ignored' };
+    const refusal = this.#refusal(envelope, signature);
+    if (refusal !== null) return refusal;
+    try {
+      this.#o.journal.recordAccepted(envelope, signature);
+    } catch (err) {
+      this.#o.logger.error({ err, commandId: envelope.commandId }, 'could not journal an accepted command; refusing it');
+      return this.#reject(envelope.commandId, new SikkerError('ERR_AGENT_STATE', 'the agent could not record the command durably', { retryable: true }));
+    }
+    this.#send?.({ type: 'accepted', commandId: envelope.commandId });
+    this.#enqueue(envelope);
+    return { action: 'accepted' };
+  }
+
+  handleResultAck(commandId: string): void {
+    try {
+      this.#o.journal.acknowledge(commandId);
+    } catch (err) {
+      // The hub will get the result again in the next hello and acknowledge it again.
+      this.#o.logger.warn({ err, commandId }, 'could not journal a result acknowledgement');
+    }
+  }
+
+  /**
+   * Runs commands that were accepted but have no result (the agent stopped or crashed
+   * during them). Call once at start, before connecting.
+   */
+  resumeInterrupted(): void {
+    for (const entry of this.#o.journal.inProgress()) {
+      const log = this.#o.logger.child({ commandId: entry.commandId, kind: entry.kind });
+      const executor = this.#o.executors.get(entry.kind);
+      if (entry.envelope === null || entry.signature === null || !verifyCommand(this.#o.serverPublicKey, entry.envelope, entry.signature)) {
+        this.#finish(entry.commandId, entry.kind, failure(new SikkerError('ERR_AGENT_STATE', 'the journaled command could not be verified again after a restart')), log);
+      } else if (executor?.idempotent === true) {
+        log.info('re-running a command interrupted by a restart');
+        this.#enqueue(entry.envelope);
+      } else {
+        // Non-idempotent kinds (password rotation) must not simply run again: they have to
+        // reconcile — ask the target which credential is live — and report that instead.
+        // Until such a kind exists, report the interruption and let the control plane decide.
+        this.#finish(entry.commandId, entry.kind, failure(new SikkerError('ERR_AGENT_STATE', 'the command was interrupted by a restart and cannot be re-run safely')), log);
+      }
+    }
+  }
+
+  #refusal(envelope: CommandEnvelope, signature: string): CommandDecision | null {
+    const { commandId } = envelope;
+    if (!verifyCommand(this.#o.serverPublicKey, envelope, signature)) {
+      return this.#reject(commandId, new SikkerError('ERR_COMMAND_SIGNATURE', 'the command signature does not verify with the pinned server key'));
+    }
+    if (envelope.agentId !== this.#o.agentId) {
+      return this.#reject(commandId, new SikkerError('ERR_COMMAND_WRONG_AGENT', 'the command is addressed to another agent'));
+    }
+    const known = this.#o.journal.get(commandId);
+    if (known !== undefined) return this.#repeat(commandId, known.status, known.result);
+    if (envelope.expiresAt <= (this.#o.now ?? Date.now)()) {
+      return this.#reject(commandId, new SikkerError('ERR_COMMAND_EXPIRED', 'the command expired before it reached the agent'));
+    }
+    if (envelope.generation <= this.#o.journal.highestGeneration) {
+      return this.#reject(commandId, new SikkerError('ERR_COMMAND_STALE', `generation ${envelope.generation} is not above ${this.#o.journal.highestGeneration}, the highest accepted`));
+    }
+    const executor = this.#o.executors.get(envelope.kind);
+    if (executor === undefined) return this.#reject(commandId, new SikkerError('ERR_VALIDATION', `this agent does not run ${envelope.kind} commands`));
+    try {
+      executor.checkPayload(envelope.payload);
+    } catch (err) {
+      return this.#reject(commandId, err instanceof SikkerError ? err : new SikkerError('ERR_VALIDATION', 'invalid payload'));
+    }
+    return null;
+  }
+
+  #repeat(commandId: string, status: 'accepted' | 'final', result: CommandResult | null): CommandDecision {
+    this.#o.logger.info({ commandId, status }, 'command received again; not executing it twice');
+    if (status === 'final' && result !== null) this.#send?.({ type: 'result', ...result });
+    else this.#send?.({ type: 'accepted', commandId });
+    return { action: 'duplicate', status };
+  }
+
+  #reject(commandId: string, err: SikkerError): CommandDecision {
+    this.#o.logger.warn({ commandId, code: err.code }, `command rejected: ${err.message}`);
+    this.#send?.({ type: 'rejected', commandId: commandId.slice(0, 64), code: err.code, message: err.message.slice(0, 1024) });
+    return { action: 'rejected', code: err.code };
+  }
+
+  #enqueue(envelope: CommandEnvelope): void {
+    this.#pending += 1;
+    this.#queue = this.#queue
+      .then(() => this.#execute(envelope))
+      .catch((err: unknown) => {
+        // Only a throwing 'command-finished' listener gets here; the result is already journaled.
+        this.#o.logger.error({ err, commandId: envelope.commandId }, 'a command-finished listener failed');
+      })
+      .finally(() => {
+        this.#pending -= 1;
+      });
+  }
+
+  /** Never throws: every failure becomes a `failed` result. */
+  async #execute(envelope: CommandEnvelope): Promise<void> {
+    const log = this.#o.logger.child({ commandId: envelope.commandId, kind: envelope.kind });
+    const executor = this.#o.executors.get(envelope.kind);
+    let outcome: Omit<CommandResult, 'commandId'>;
+    try {
+      if (executor === undefined) throw new SikkerError('ERR_VALIDATION', `this agent does not run ${envelope.kind} commands`);
+      const facts = await executor.execute({ envelope, logger: log });
+      outcome = { outcome: 'succeeded', result: facts, error: null };
+    } catch (err) {
+      if (!(err instanceof SikkerError)) log.error({ err }, 'command failed unexpectedly');
+      outcome = failure(err);
+    }
+    this.#finish(envelope.commandId, envelope.kind, outcome, log);
+  }
+
+  #finish(commandId: string, kind: CommandKind, outcome: Omit<CommandResult, 'commandId'>, log: Logger): void {
+    const result: CommandResult = { commandId, ...outcome };
+    try {
+      this.#o.journal.recordFinal(result);
+    } catch (err) {
+      // Still reported now; after a restart the command would run again (kinds are idempotent).
+      log.error({ err }, 'could not journal a command result');
+    }
+    if (result.outcome === 'succeeded') log.info('command succeeded');
+    else log.warn({ code: result.error?.code }, `command failed: ${result.error?.message ?? ''}`);
+    this.#send?.({ type: 'result', ...result });
+    this.#o.onFinished?.({ commandId, kind, outcome: result.outcome, code: result.error?.code ?? null });
+  }
+}
+
+function failure(err: unknown): Omit<CommandResult, 'commandId'> {
+  const e = err instanceof SikkerError ? err : new SikkerError('ERR_INTERNAL', 'the command failed unexpectedly');
+  return { outcome: 'failed', result: {}, error: { code: e.code, message: e.message.slice(0, 1024) } };
+}

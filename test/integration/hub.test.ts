@@ -1,0 +1,128 @@
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { WebSocket } from 'ws';
+import { signRequest } from '../../shared/signing/request-signature.js';
+import { AGENT_CONNECT_PATH } from '../../shared/protocol/agent-messages.js';
+import { startHarness, type Harness } from '../support/control-plane-harness.js';
+import { enrollAgent, eventually, once, startAgent } from '../support/agents.js';
+
+const CANARY = 'canary-hub-delivery-3e7d';
+
+async function withProject(t: { teardown(fn: () => unknown): void }, label: string, env: Record<string, string> = {}): Promise<Harness> {
+  const h = await startHarness(t, { label, env });
+  await h.admin.ok('POST', '/v1/projects', { name: 'p' });
+  return h;
+}
+
+/** Opens a raw WebSocket with a signed upgrade; resolves with the socket or the HTTP status that refused it. */
+function rawConnect(h: Harness, identityId: string, key: Parameters<typeof signRequest>[0], mutate?: (headers: Record<string, string>) => void): Promise<{ ws?: WebSocket; status?: number }> {
+  const headers = signRequest(key, { method: 'GET', pathWithQuery: AGENT_CONNECT_PATH, body: Buffer.alloc(0), identityId });
+  mutate?.(headers);
+  const ws = new WebSocket(h.baseUrl.replace('http', 'ws') + AGENT_CONNECT_PATH, { headers, perMessageDeflate: false, maxPayload: 1 << 20 });
+  return new Promise((resolve) => {
+    ws.on('open', () => resolve({ ws }));
+    ws.on('unexpected-response', (_req, res) => resolve({ status: res.statusCode ?? 0 }));
+    ws.on('error', () => resolve({ status: -1 }));
+  });
+}
+
+t.test('hub – an enrolled agent is online, answers a probe, and shows in the list', async (t) => {
+  const h = await withProject(t, 'hub-online');
+  const identity = await enrollAgent(h.admin, 'p', 'web-1');
+  const agent = startAgent(h.baseUrl, identity);
+  t.teardown(() => agent.stop(1000));
+  await once(agent, 'connected');
+  const list = await eventually(async () => {
+    const r = await h.admin.ok('GET', '/v1/agents?project=p');
+    return r.agents[0]?.agentVersion !== null && r.agents[0]?.online ? r : undefined;
+  }, 10_000, 'agent online with a version');
+  t.match(list.agents[0], { name: 'web-1', online: true, replica: h.config.replicaId, address: '127.0.0.1' });
+  const issued = await h.admin.ok('POST', `/v1/agents/${identity.identityId}/commands`, { kind: 'agent.probe' });
+  const done = await eventually(async () => {
+    const c = await h.admin.ok('GET', `/v1/agents/${identity.identityId}/commands/${issued.commandId}`);
+    return c.state === 'succeeded' ? c : undefined;
+  }, 10_000, 'probe answered');
+  t.equal(done.deliveries, 1);
+  t.ok(typeof done.result.agentVersion === 'string');
+});
+
+t.test('hub – a command queued while the agent is away is delivered once when it connects', async (t) => {
+  const h = await withProject(t, 'hub-queued');
+  const dir = mkdtempSync(join(tmpdir(), 'sikker-sink-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const identity = await enrollAgent(h.admin, 'p');
+  await h.admin.ok('PUT', '/v1/projects/p/secrets/db', { value: CANARY });
+  const issued = await h.admin.ok('POST', `/v1/agents/${identity.identityId}/commands`, { kind: 'secret.deliver', secret: 'db', sink: 'app' });
+  t.equal(issued.state, 'pending');
+  const stored = (await h.plane.pool.query<{ sealed: Buffer }>('SELECT sealed FROM agent_commands WHERE command_id = $1', [issued.commandId])).rows[0]!;
+  t.notOk(stored.sealed.includes(Buffer.from(CANARY)), 'the stored command holds only a sealed box');
+  const path = join(dir, 'db-password');
+  const agent = startAgent(h.baseUrl, identity, { sinks: [{ name: 'app', path, format: 'raw', envName: 'SECRET', mode: 0o600, reloadCommand: null, reloadTimeoutMs: 5000 }] });
+  t.teardown(() => agent.stop(1000));
+  const finished = await eventually(async () => {
+    const c = await h.admin.ok('GET', `/v1/agents/${identity.identityId}/commands/${issued.commandId}`);
+    return c.state === 'succeeded' || c.state === 'failed' ? c : undefined;
+  }, 10_000, 'delivery finished');
+  t.equal(finished.state, 'succeeded', JSON.stringify(finished.error));
+  t.equal(readFileSync(path, 'utf8'), CANARY, 'the sink file holds the value');
+  t.equal(statSync(path).mode & 0o777, 0o600);
+  t.equal(finished.deliveries, 1, 'sent once');
+  const audit = await h.admin.ok('GET', '/v1/audit?action=secret.deliver');
+  t.equal(audit.records.length, 1, 'the delivery is audited with its version');
+  t.equal(audit.records[0].secretVersion, 1);
+  t.notOk(h.logs.text().includes(CANARY), 'the value is in no log line');
+});
+
+t.test('hub – a bad signature, an unknown key or a non-agent gets 401/403 before 101', async (t) => {
+  const h = await withProject(t, 'hub-401');
+  const identity = await enrollAgent(h.admin, 'p');
+  const bad = await rawConnect(h, identity.identityId, identity.privateKey, (headers) => { headers['x-sikker-nonce'] = 'ZZZZZZZZZZZZZZZZZZZZZZZZ'; });
+  t.equal(bad.status, 401, 'altered nonce');
+  const { generateIdentityKeyPair } = await import('../../shared/signing/ed25519-keys.js');
+  const stranger = await rawConnect(h, identity.identityId, generateIdentityKeyPair().privateKey);
+  t.equal(stranger.status, 401, 'another key');
+  const admin = await rawConnect(h, h.admin.identityId, h.admin.privateKey);
+  t.equal(admin.status, 403, 'an identity that is not an agent');
+  const good = await rawConnect(h, identity.identityId, identity.privateKey);
+  t.ok(good.ws, 'the real key upgrades');
+  good.ws?.terminate();
+});
+
+t.test('hub – disabling an agent closes its socket within seconds and keeps it out', async (t) => {
+  const h = await withProject(t, 'hub-disable');
+  const identity = await enrollAgent(h.admin, 'p');
+  const agent = startAgent(h.baseUrl, identity);
+  t.teardown(() => agent.stop(500));
+  await once(agent, 'connected');
+  const started = Date.now();
+  const dropped = once(agent, 'disconnected', 5000);
+  await h.admin.ok('POST', `/v1/identities/${identity.identityId}/disable`);
+  await dropped;
+  t.ok(Date.now() - started < 5000, `dropped after ${Date.now() - started} ms`);
+  const failure = await once<{ error: { code: string } }>(agent, 'connect-failed', 5000);
+  t.match(failure.error.code, /ERR_AUTH_IDENTITY_DISABLED|ERR_SERVER_UNREACHABLE|ERR_AUTH/, 'reconnects are refused');
+  t.notOk(h.plane.hub.isConnected(identity.identityId));
+});
+
+t.test('hub – a 16 MiB frame and 100,000 tiny fragments close the socket; memory stays bounded', async (t) => {
+  const h = await withProject(t, 'hub-frames');
+  const identity = await enrollAgent(h.admin, 'p');
+  const big = await rawConnect(h, identity.identityId, identity.privateKey);
+  const bigClosed = new Promise<number>((r) => big.ws!.on('close', (code) => r(code)));
+  big.ws!.send(Buffer.alloc(16 * 1024 * 1024, 0x61));
+  t.equal(await bigClosed, 1009, 'message too big');
+
+  const before = process.memoryUsage().rss;
+  const frag = await rawConnect(h, identity.identityId, identity.privateKey);
+  const fragClosed = new Promise<number>((r) => frag.ws!.on('close', (code) => r(code)));
+  const one = Buffer.from('a');
+  for (let i = 0; i < 100_000 && frag.ws!.readyState === WebSocket.OPEN; i += 1) frag.ws!.send(one, { fin: false, binary: false });
+  const fragCode = await fragClosed;
+  t.equal(fragCode, 1008, 'too many fragments: closed (ws WS_ERR_TOO_MANY_BUFFERED_PARTS)');
+  const grown = process.memoryUsage().rss - before;
+  t.ok(grown < 64 * 1024 * 1024, `memory grew by ${(grown / 1048576).toFixed(1)} MiB`);
+  await eventually(async () => (h.plane.hub.connectedCount === 0 ? true : undefined), 5000, 'sockets gone');
+  t.equal(h.plane.hub.connectedCount, 0, 'both sockets are gone');
+});

@@ -1,0 +1,68 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { compileAgentConfig, loadAgentConfig } from '../../agent/config/agent-config.js';
+
+const base = { server: 'https://vault.example:8443', stateDir: '/var/lib/sikker-agent' };
+const sink = { name: 'db', path: '/etc/app/db-password', format: 'raw' };
+
+t.test('agent config – defaults, and durations compiled to ms once', async (t) => {
+  const c = compileAgentConfig({ ...base, sinks: [sink] }, 'test');
+  t.equal(c.heartbeatMs, 15_000);
+  t.equal(c.shutdownGraceMs, 10_000);
+  t.equal(c.insecureHttp, false);
+  t.same(c.sinks, [{ name: 'db', path: '/etc/app/db-password', format: 'raw', envName: 'SECRET', mode: 0o600, reloadCommand: null, reloadTimeoutMs: 30_000 }]);
+});
+
+t.test('agent config – each bad field is named', async (t) => {
+  const cases: [unknown, RegExp][] = [
+    [{ stateDir: '/x' }, /server/],
+    [{ ...base, server: 'ftp://x' }, /server: must be an http/],
+    [{ ...base, server: 'https://x/path' }, /server/],
+    [{ ...base, stateDir: 'relative' }, /stateDir: must be an absolute path/],
+    [{ ...base, heartbeatSeconds: 4 }, /heartbeatSeconds/],
+    [{ ...base, shutdownGraceSeconds: 301 }, /shutdownGraceSeconds/],
+    [{ ...base, pinSha256: 'abc' }, /pinSha256: must be 64 hex digits/],
+    [{ ...base, sinks: [{ ...sink, name: 'bad name' }] }, /sinks\.0\.name/],
+    [{ ...base, sinks: [{ ...sink, path: 'db' }] }, /sinks\.0\.path: must be an absolute path/],
+    [{ ...base, sinks: [{ ...sink, format: 'yaml' }] }, /sinks\.0\.format/],
+    [{ ...base, sinks: [{ ...sink, mode: '0644' }] }, /sinks\.0\.mode/],
+    [{ ...base, sinks: [{ ...sink, reloadCommand: [] }] }, /sinks\.0\.reloadCommand/],
+    [{ ...base, sinks: [sink, sink] }, /sinks\.1\.name: "db" is used twice/],
+    [{ ...base, sinks: Array.from({ length: 65 }, (_, i) => ({ ...sink, name: `s${i}` })) }, /sinks/],
+    [{ ...base, colour: 'blue' }, /\(root\)|colour/],
+  ];
+  for (const [raw, message] of cases) {
+    t.throws(() => compileAgentConfig(raw, 'agent.json'), { code: 'ERR_CONFIG_INVALID', message }, String(message));
+  }
+});
+
+t.test('agent config – plain http to a non-loopback host needs insecureHttp', async (t) => {
+  t.throws(() => compileAgentConfig({ ...base, server: 'http://10.1.2.3:8200' }, 'c'), { message: /insecureHttp/ });
+  t.equal(compileAgentConfig({ ...base, server: 'http://10.1.2.3:8200', insecureHttp: true }, 'c').server, 'http://10.1.2.3:8200');
+  t.equal(compileAgentConfig({ ...base, server: 'http://127.0.0.1:8200/' }, 'c').server, 'http://127.0.0.1:8200');
+});
+
+t.test('agent config – values are not echoed in messages', async (t) => {
+  try {
+    compileAgentConfig({ ...base, sinks: [{ ...sink, envName: 'not valid sEcReT-9' }] }, 'c');
+    t.fail('should throw');
+  } catch (err) {
+    t.match((err as Error).message, /sinks\.0\.envName/);
+    t.notMatch((err as Error).message, /sEcReT-9/);
+  }
+});
+
+t.test('agent config – file errors name the file; command-line values override', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sikker-agent-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'agent.json');
+  t.throws(() => loadAgentConfig(path), { code: 'ERR_CONFIG_INVALID', message: `config file ${path} cannot be read` });
+  writeFileSync(path, '{ nope');
+  t.throws(() => loadAgentConfig(path), { message: `config file ${path} is not valid JSON` });
+  writeFileSync(path, JSON.stringify(base));
+  const c = loadAgentConfig(path, { server: 'https://other.example', stateDir: '/srv/state' });
+  t.equal(c.server, 'https://other.example');
+  t.equal(c.stateDir, '/srv/state');
+});
