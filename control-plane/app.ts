@@ -93,7 +93,8 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
   const metrics = new ControlPlaneMetrics(options);
   const staleSeconds = Math.ceil((config.agentHeartbeatMs * 3) / 1000);
   const commands = new CommandService(pool, secrets, chain, root, logger, staleSeconds);
-  const hub = new HubServer({ pool, authenticator, audit, root, commands, logger }, { replicaId: config.replicaId, heartbeatMs: config.agentHeartbeatMs });
+  const hub = new HubServer({ pool, authenticator, audit, root, commands, logger }, { replicaId: config.replicaId, heartbeatMs: config.agentHeartbeatMs, trustedProxies: config.trustedProxies });
+  root.onSeal(() => hub.dropAllForSeal());
   const bus = new CommandBus(redis, config.redisUrl, config.redisPrefix, logger, {
     onDeliver: (agentId) => hub.deliverIfHere(agentId),
     onDisable: (identityId) => hub.dropIfHere(identityId),

@@ -18,6 +18,8 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const logger = createLogger({ name: 'sikker-control-plane', level: config.logLevel });
+  // A stray rejection must not take the process down: a restart means a sealed vault for everyone.
+  process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection (a bug; the process keeps running)'));
   let plane;
   try {
     plane = await createControlPlane(config, logger);

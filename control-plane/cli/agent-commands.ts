@@ -48,7 +48,7 @@ export function registerAgentCommands(program: Command, ctx: CliContext): void {
     .action((id: string, opts: { secret: string; sink: string; version?: string; wait?: string }, cmd: Command) => {
       const ref = parseSecretRef(opts.secret);
       const version = opts.version === undefined ? undefined : parseWholeNumber(opts.version, '--version');
-      return issue(ctx, cmd, id, { kind: 'secret.deliver', secret: ref.name, sink: opts.sink, ...(version === undefined ? {} : { version }) }, opts.wait);
+      return issue(ctx, cmd, id, { kind: 'secret.deliver', project: ref.project, secret: ref.name, sink: opts.sink, ...(version === undefined ? {} : { version }) }, opts.wait);
     });
 }
 

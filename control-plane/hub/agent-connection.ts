@@ -17,7 +17,10 @@ export class AgentConnection {
 
   constructor(readonly agentId: string, readonly socket: WebSocket, readonly remoteAddress: string) {}
 
-  send(message: HubToAgent): void {
-    if (this.socket.readyState === this.socket.OPEN) this.socket.send(JSON.stringify(message));
+  /** Sends on an open socket; false when the socket is closing or closed (nothing sent). */
+  send(message: HubToAgent): boolean {
+    if (this.socket.readyState !== this.socket.OPEN) return false;
+    this.socket.send(JSON.stringify(message));
+    return true;
   }
 }

@@ -49,13 +49,15 @@ export async function markDisconnected(db: Queryable, agentId: string, replicaId
 /** One statement for every agent this replica heard from in the last interval. */
 export async function touchHeartbeats(db: Queryable, agentIds: string[], replicaId: string): Promise<void> {
   if (agentIds.length === 0) return;
-  await db.query('UPDATE agents SET last_heartbeat_at = now(), replica_id = $2 WHERE agent_id = ANY($1::uuid[])', [agentIds, replicaId]);
+  // Only agents this replica holds (or nobody does): a stale socket here must not take an agent back from another replica.
+  await db.query('UPDATE agents SET last_heartbeat_at = now(), replica_id = $2 WHERE agent_id = ANY($1::uuid[]) AND (replica_id = $2 OR replica_id IS NULL)', [agentIds, replicaId]);
 }
 
-/** Identities disabled recently (the hub closes their sockets). */
-export async function recentlyDisabled(db: Queryable, sinceSeconds: number): Promise<string[]> {
+/** Which of `identityIds` (this replica's connected agents) are disabled now. */
+export async function disabledAmong(db: Queryable, identityIds: string[]): Promise<string[]> {
+  if (identityIds.length === 0) return [];
   return (await db.query<{ identity_id: string }>(
-    `SELECT identity_id FROM identities WHERE disabled_at > now() - make_interval(secs => $1)`, [sinceSeconds],
+    'SELECT identity_id FROM identities WHERE identity_id = ANY($1::uuid[]) AND disabled_at IS NOT NULL', [identityIds],
   )).rows.map((r) => r.identity_id);
 }
 

@@ -63,11 +63,13 @@ export async function markAccepted(db: Queryable, agentId: string, commandId: st
  * Records a final outcome once: later duplicates (a re-sent result after a reconnect)
  * change nothing. Returns true when this call made the change.
  */
-export async function completeCommand(db: Queryable, agentId: string, commandId: string, state: 'succeeded' | 'failed' | 'rejected' | 'expired', result: Record<string, unknown> | null, error: { code: string; message: string } | null): Promise<boolean> {
+export async function completeCommand(db: Queryable, agentId: string, commandId: string, state: 'succeeded' | 'failed' | 'rejected' | 'expired', result: Record<string, unknown> | null, error: { code: string; message: string } | null, options: { evenIfExpired?: boolean } = {}): Promise<boolean> {
+  // A result from the agent wins over our own expiry: the agent may have accepted it just before (what it did is what happened).
+  const from = options.evenIfExpired === true ? [...OPEN_STATES, 'expired'] : [...OPEN_STATES];
   const updated = await db.query(
-    `UPDATE agent_commands SET state = $3, result = $4, error = $5, completed_at = now()
+    `UPDATE agent_commands SET state = $3, result = $4, error = $5, completed_at = now(), sealed = NULL
       WHERE command_id = $1 AND agent_id = $2 AND state = ANY($6::text[])`,
-    [commandId, agentId, state, result === null ? null : JSON.stringify(result), error === null ? null : JSON.stringify(error), OPEN_STATES],
+    [commandId, agentId, state, result === null ? null : JSON.stringify(result), error === null ? null : JSON.stringify(error), from],
   );
   return updated.rowCount === 1;
 }
@@ -80,12 +82,13 @@ export async function recentCommands(db: Queryable, agentId: string, limit: numb
   return (await db.query<CommandRow>('SELECT * FROM agent_commands WHERE agent_id = $1 ORDER BY generation DESC LIMIT $2', [agentId, limit])).rows;
 }
 
-/** Agents with commands waiting for delivery (the periodic safety sweep). */
-export async function agentsWithPending(db: Queryable): Promise<string[]> {
-  return (await db.query<{ agent_id: string }>(`SELECT DISTINCT agent_id FROM agent_commands WHERE state = 'pending' AND expires_at > now()`)).rows.map((r) => r.agent_id);
+/** Agents with commands not yet finished (the periodic safety sweep sends what their socket has not had). */
+export async function agentsWithOpenCommands(db: Queryable): Promise<string[]> {
+  return (await db.query<{ agent_id: string }>(`SELECT DISTINCT agent_id FROM agent_commands WHERE state IN ('pending', 'delivered') AND expires_at > now()`)).rows.map((r) => r.agent_id);
 }
 
 /** Undelivered or unanswered commands past their expiry become `expired` (accepted ones are the agent's to finish). */
 export async function expireCommands(db: Queryable): Promise<number> {
-  return (await db.query(`UPDATE agent_commands SET state = 'expired', completed_at = now() WHERE state IN ('pending', 'delivered') AND expires_at <= now()`)).rowCount ?? 0;
+  // The sealed secret goes with it: nothing undeliverable stays in the database.
+  return (await db.query(`UPDATE agent_commands SET state = 'expired', completed_at = now(), sealed = NULL WHERE state IN ('pending', 'delivered') AND expires_at <= now()`)).rowCount ?? 0;
 }

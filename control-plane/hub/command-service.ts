@@ -4,7 +4,7 @@ import { sealTo, importBoxPublicKey } from '../../shared/crypto/sealed-box.js';
 import { zero } from '../../shared/crypto/aead.js';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
-import { signCommand, type CommandEnvelope, type CommandKind } from '../../shared/protocol/agent-messages.js';
+import { MAX_MESSAGE_BYTES, signCommand, type CommandEnvelope, type CommandKind } from '../../shared/protocol/agent-messages.js';
 import type { AuditChainWriter } from '../audit/audit-appender.js';
 import { requireProjectAction } from '../auth/authorize.js';
 import { withTransaction } from '../db/transaction.js';
@@ -16,7 +16,10 @@ import { insertCommand, nextGeneration, type CommandRow } from './command-dal.js
 
 export type IssueRequest =
   | { kind: 'agent.probe' }
-  | { kind: 'secret.deliver'; sink: string; secret: string; version?: number | undefined };
+  | { kind: 'secret.deliver'; sink: string; secret: string; version?: number | undefined; project?: string | undefined };
+
+/** Room left in a frame for everything but the sealed secret (ids, payload, signature, JSON). */
+const ENVELOPE_OVERHEAD_BYTES = 2048;
 
 export interface IssuedCommand {
   commandId: string;
@@ -60,8 +63,16 @@ export class CommandService {
     let payload: Record<string, unknown> = {};
     let audit: { secretId: string | null; secretVersion: number | null } = { secretId: null, secretVersion: null };
     if (request.kind === 'secret.deliver') {
+      if (request.project !== undefined && request.project !== agent.project_name) {
+        throw new SikkerError('ERR_VALIDATION', `this agent belongs to project "${agent.project_name}", not "${request.project}"`);
+      }
       const secret = await this.secrets.decryptForDelivery(agent.project_name, request.secret, request.version);
       plaintext = secret.plaintext;
+      // sealed box = value + 60 bytes, then base64: it must fit one agent frame or it could never be delivered.
+      if (Math.ceil((plaintext.length + 60) / 3) * 4 + ENVELOPE_OVERHEAD_BYTES > MAX_MESSAGE_BYTES) {
+        zero(plaintext);
+        throw new SikkerError('ERR_VALIDATION', `this secret is too large to deliver to an agent (at most about ${Math.floor(((MAX_MESSAGE_BYTES - ENVELOPE_OVERHEAD_BYTES) / 4) * 3) - 60} bytes)`);
+      }
       payload = { sink: request.sink, project: agent.project_name, secret: request.secret, version: secret.version };
       audit = { secretId: secret.secretId, secretVersion: secret.version };
     }

@@ -1,5 +1,6 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
+import proxyaddr from 'proxy-addr';
 import type { Pool } from 'pg';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
@@ -10,19 +11,24 @@ import type { RequestAuthenticator } from '../auth/request-authenticator.js';
 import { statusFor } from '../http/error-mapping.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import { AgentConnection } from './agent-connection.js';
-import { isActiveAgent, markConnected, markDisconnected, recentlyDisabled, recordHello, touchHeartbeats } from './agent-dal.js';
+import { disabledAmong, isActiveAgent, markConnected, markDisconnected, recordHello, touchHeartbeats } from './agent-dal.js';
 import type { CommandBus } from './command-bus.js';
-import { agentsWithPending, completeCommand, expireCommands, markAccepted, markDelivered, openCommands } from './command-dal.js';
+import { agentsWithOpenCommands, completeCommand, expireCommands, markAccepted, markDelivered, openCommands } from './command-dal.js';
 import type { CommandService } from './command-service.js';
 
 export interface HubOptions {
   replicaId: string;
+  /** Same list as the HTTP routes: whose X-Forwarded-For is believed for the agent's address. */
+  trustedProxies?: string[];
   heartbeatMs: number;
   /** How often disabled identities and undelivered commands are swept. */
   sweepMs?: number;
 }
 
 type AgentMessage = ReturnType<typeof AgentToHub.parse>;
+
+/** Agent refusals that say "not now" rather than "never". */
+const RETRYABLE_REFUSALS = new Set(['ERR_AGENT_STATE']);
 
 /**
  * The WebSocket hub: authenticates each agent's signed upgrade before answering 101,
@@ -36,11 +42,14 @@ export class HubServer {
   private readonly connections = new Map<string, AgentConnection>();
   private readonly timers: NodeJS.Timeout[] = [];
   private bus: CommandBus | null = null;
+  private readonly trust: ((addr: string, i: number) => boolean) | null;
 
   constructor(
     private readonly deps: { pool: Pool; authenticator: RequestAuthenticator; audit: AuditBatcher; root: RootKeyHolder; commands: CommandService; logger: Logger },
     private readonly options: HubOptions,
-  ) {}
+  ) {
+    this.trust = (options.trustedProxies ?? []).length > 0 ? proxyaddr.compile(options.trustedProxies ?? []) : null;
+  }
 
   get connectedCount(): number {
     return this.connections.size;
@@ -62,7 +71,17 @@ export class HubServer {
   /** Delivers waiting commands if this replica holds the agent's socket (bus hint or sweep). */
   deliverIfHere(agentId: string): void {
     const conn = this.connections.get(agentId);
-    if (conn !== undefined) void this.deliver(conn);
+    if (conn !== undefined) this.deliverSafely(conn);
+  }
+
+  /** Delivery never throws into the event loop: a database or seal error is logged and the sweep tries again. */
+  private deliverSafely(conn: AgentConnection): void {
+    this.deliver(conn).catch((err: unknown) => this.deps.logger.warn({ err, agentId: conn.agentId }, 'delivery failed; the sweep retries'));
+  }
+
+  /** Sealing drops every agent socket: commands cannot be signed here, so agents should move to an unsealed replica. */
+  dropAllForSeal(): void {
+    for (const conn of this.connections.values()) conn.socket.close(1013, 'control plane sealed');
   }
 
   /** Closes the socket of a disabled identity if this replica holds it. */
@@ -83,13 +102,14 @@ export class HubServer {
   }
 
   private async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    const sourceIp = req.socket.remoteAddress ?? '';
+    const sourceIp = this.trust === null ? (req.socket.remoteAddress ?? '') : proxyaddr(req, this.trust);
     socket.on('error', () => socket.destroy()); // a client that vanishes mid-handshake
     try {
       if ((req.url ?? '').split('?')[0] !== AGENT_CONNECT_PATH) throw new SikkerError('ERR_NOT_FOUND', 'no such endpoint');
       if (this.deps.root.isSealed()) throw new SikkerError('ERR_VAULT_SEALED', 'the vault is sealed', { retryable: true });
       const { identity } = await this.authenticate(req, sourceIp);
       if (!identity.grants.some((g) => g.role === 'agent') || !(await isActiveAgent(this.deps.pool, identity.identityId))) {
+        await this.auditRefusal(identity.identityId, sourceIp, 'ERR_AUTH_FORBIDDEN');
         throw new SikkerError('ERR_AUTH_FORBIDDEN', 'this identity is not an enrolled agent');
       }
       this.wss.handleUpgrade(req, socket, head, (ws) => void this.onConnection(ws, identity.identityId, sourceIp));
@@ -106,12 +126,14 @@ export class HubServer {
     try {
       return await this.deps.authenticator.authenticate({ method: req.method ?? 'GET', url: req.url ?? '', headers: req.headers, rawBody: Buffer.alloc(0), sourceIp });
     } catch (err) {
-      if (err instanceof SikkerError) {
-        await this.deps.audit.append({ identityId: null, sourceIp, action: 'auth.failure', outcome: 'denied', detail: { code: err.code, method: 'GET', path: AGENT_CONNECT_PATH } })
-          .catch((auditErr: unknown) => this.deps.logger.error({ err: auditErr }, 'could not audit a refused agent upgrade'));
-      }
+      if (err instanceof SikkerError) await this.auditRefusal(null, sourceIp, err.code);
       throw err;
     }
+  }
+
+  private async auditRefusal(identityId: string | null, sourceIp: string, code: string): Promise<void> {
+    await this.deps.audit.append({ identityId, sourceIp, action: code === 'ERR_AUTH_FORBIDDEN' ? 'auth.forbidden' : 'auth.failure', outcome: 'denied', detail: { code, method: 'GET', path: AGENT_CONNECT_PATH } })
+      .catch((auditErr: unknown) => this.deps.logger.error({ err: auditErr }, 'could not audit a refused agent upgrade'));
   }
 
   private async onConnection(ws: WebSocket, agentId: string, remoteAddress: string): Promise<void> {
@@ -155,6 +177,7 @@ export class HubServer {
       case 'hello':
         conn.held = new Set([...m.inProgress, ...m.results.map((r) => r.commandId)]);
         for (const r of m.results) await this.recordResult(conn, r, log);
+        for (const commandId of m.inProgress) await markAccepted(pool, conn.agentId, commandId);
         await recordHello(pool, conn.agentId, m.agentVersion);
         conn.ready = true;
         await this.deliver(conn);
@@ -166,16 +189,20 @@ export class HubServer {
         await this.recordResult(conn, m, log);
         return;
       case 'rejected': {
+        conn.sent.delete(m.commandId);
+        log.warn({ commandId: m.commandId, code: m.code }, 'agent rejected a command');
+        // The agent could not journal it (disk full, …): leave it open, the sweep sends it again.
+        if (RETRYABLE_REFUSALS.has(m.code)) return;
         const state = m.code === 'ERR_COMMAND_EXPIRED' ? 'expired' : 'rejected';
         if (/^[0-9a-f-]{36}$/.test(m.commandId)) await completeCommand(pool, conn.agentId, m.commandId, state, null, { code: m.code, message: m.message });
-        log.warn({ commandId: m.commandId, code: m.code }, 'agent rejected a command');
         return;
       }
     }
   }
 
   private async recordResult(conn: AgentConnection, r: { commandId: string; outcome: 'succeeded' | 'failed'; result: Record<string, unknown>; error: { code: string; message: string } | null }, log: Logger): Promise<void> {
-    const changed = await completeCommand(this.deps.pool, conn.agentId, r.commandId, r.outcome, r.result, r.error);
+    conn.sent.delete(r.commandId);
+    const changed = await completeCommand(this.deps.pool, conn.agentId, r.commandId, r.outcome, r.result, r.error, { evenIfExpired: true });
     if (changed) {
       log.info({ commandId: r.commandId, outcome: r.outcome }, 'command finished');
       await this.deps.audit.append({ identityId: conn.agentId, sourceIp: conn.remoteAddress, action: 'agent.command.result', outcome: r.outcome, detail: { commandId: r.commandId, code: r.error?.code ?? null } });
@@ -183,15 +210,20 @@ export class HubServer {
     conn.send({ type: 'result-ack', commandId: r.commandId });
   }
 
-  /** Sends every open command not yet sent on this socket, in generation order. */
+  /**
+   * Sends every open command not yet sent on this socket, in generation order. An id
+   * joins `sent` only once its frame went out on an open socket, so a failure (sealed,
+   * database) leaves it for the next attempt instead of skipping a generation.
+   */
   private async deliver(conn: AgentConnection): Promise<void> {
     if (!conn.ready || this.deps.root.isSealed()) return;
     const rows = await openCommands(this.deps.pool, conn.agentId);
     const sent: string[] = [];
     for (const row of rows) {
       if (conn.sent.has(row.command_id) || conn.held.has(row.command_id)) continue;
+      const message = { type: 'command' as const, ...this.deps.commands.envelopeFor(row) };
+      if (!conn.send(message)) break;
       conn.sent.add(row.command_id);
-      conn.send({ type: 'command', ...this.deps.commands.envelopeFor(row) });
       sent.push(row.command_id);
     }
     await markDelivered(this.deps.pool, sent);
@@ -213,8 +245,9 @@ export class HubServer {
 
   private async sweep(): Promise<void> {
     try {
-      for (const id of await recentlyDisabled(this.deps.pool, 30)) this.dropIfHere(id);
-      if (this.connections.size > 0) for (const id of await agentsWithPending(this.deps.pool)) this.deliverIfHere(id);
+      const connected = [...this.connections.keys()];
+      for (const id of await disabledAmong(this.deps.pool, connected)) this.dropIfHere(id);
+      if (connected.length > 0) for (const id of await agentsWithOpenCommands(this.deps.pool)) this.deliverIfHere(id);
       await expireCommands(this.deps.pool);
     } catch (err) {
       this.deps.logger.warn({ err }, 'hub sweep failed; retrying next interval');

@@ -176,6 +176,8 @@ export const IssueCommandRequest = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('agent.probe'), ttlSeconds: z.number().int().min(10).max(86400).optional() }).strict(),
   z.object({
     kind: z.literal('secret.deliver'),
+    /** The secret's project; must be the agent's (checked by the server). */
+    project: ProjectName.optional(),
     secret: SecretName,
     sink: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/),
     version: z.number().int().min(1).optional(),

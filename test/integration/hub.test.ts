@@ -126,3 +126,33 @@ t.test('hub – a 16 MiB frame and 100,000 tiny fragments close the socket; memo
   await eventually(async () => (h.plane.hub.connectedCount === 0 ? true : undefined), 5000, 'sockets gone');
   t.equal(h.plane.hub.connectedCount, 0, 'both sockets are gone');
 });
+
+t.test('hub – deliveries that could never be sent or go to the wrong project are refused when issued', async (t) => {
+  const h = await withProject(t, 'hub-refuse');
+  await h.admin.ok('POST', '/v1/projects', { name: 'other' });
+  const identity = await enrollAgent(h.admin, 'p');
+  await h.admin.ok('PUT', '/v1/projects/p/secrets/huge', { value: 'x'.repeat(60_000) });
+  const huge = await h.admin.call('POST', `/v1/agents/${identity.identityId}/commands`, { kind: 'secret.deliver', secret: 'huge', sink: 'app' });
+  t.equal(huge.body.error?.code, 'ERR_VALIDATION');
+  t.match(huge.body.error?.message, /too large to deliver/);
+  const wrong = await h.admin.call('POST', `/v1/agents/${identity.identityId}/commands`, { kind: 'secret.deliver', project: 'other', secret: 'huge', sink: 'app' });
+  t.match(wrong.body.error?.message, /belongs to project "p"/);
+  const { rows } = await h.plane.pool.query('SELECT 1 FROM agent_commands');
+  t.equal(rows.length, 0, 'nothing was queued');
+});
+
+t.test('hub – sealing drops every agent socket; agents come back after unseal', async (t) => {
+  const h = await withProject(t, 'hub-seal');
+  const identity = await enrollAgent(h.admin, 'p');
+  const agent = startAgent(h.baseUrl, identity);
+  t.teardown(() => agent.stop(500));
+  await once(agent, 'connected');
+  const dropped = once(agent, 'disconnected', 5000);
+  await h.admin.ok('POST', '/v1/sys/seal');
+  await dropped;
+  t.equal(h.plane.hub.connectedCount, 0, 'no socket held while sealed');
+  await h.admin.ok('POST', '/v1/sys/unseal', { share: h.shares[0] }, { signed: false });
+  await h.admin.ok('POST', '/v1/sys/unseal', { share: h.shares[1] }, { signed: false });
+  await once(agent, 'connected', 10_000);
+  t.ok(h.plane.hub.isConnected(identity.identityId), 'reconnected after unseal');
+});

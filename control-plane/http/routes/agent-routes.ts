@@ -67,7 +67,7 @@ export function registerAgentRoutes(kit: RouteKit, deps: { pool: Pool; projects:
     handler: async ({ identity, sourceIp, params, body }) => {
       await visibleAgent(identity, params.agentId);
       const ttlMs = body.ttlSeconds === undefined ? undefined : body.ttlSeconds * 1000;
-      const issued = await deps.commands.issue(identity, sourceIp, params.agentId, body.kind === 'agent.probe' ? { kind: body.kind } : { kind: body.kind, sink: body.sink, secret: body.secret, version: body.version }, ttlMs);
+      const issued = await deps.commands.issue(identity, sourceIp, params.agentId, body.kind === 'agent.probe' ? { kind: body.kind } : { kind: body.kind, sink: body.sink, secret: body.secret, version: body.version, project: body.project }, ttlMs);
       const row = await findCommand(deps.pool, issued.commandId);
       if (row === null) throw new SikkerError('ERR_INTERNAL', 'the command vanished after it was stored');
       return commandView(row);
