@@ -78,6 +78,19 @@ export const ERROR_CODES = {
   ERR_HUB_PROTOCOL: 'hub connection broke the agent protocol',
   ERR_SINK_WRITE: 'secret could not be written to the sink',
   ERR_SINK_RELOAD: 'sink reload command failed',
+  ERR_APPLIER_CONFIG: 'database target settings are invalid',
+  ERR_APPLIER_UNREACHABLE: 'database server unreachable',
+  ERR_APPLIER_TLS: 'TLS to the database server failed',
+  ERR_APPLIER_AUTH_FAILED: 'the login the applier uses was refused',
+  ERR_APPLIER_PRIVILEGE: 'login lacks the privilege to change this password',
+  ERR_APPLIER_UNKNOWN_USER: 'database user does not exist',
+  ERR_APPLIER_AMBIGUOUS_USER: 'user name matches several accounts',
+  ERR_APPLIER_LOGIN_DISABLED: 'database user cannot log in',
+  ERR_APPLIER_UNSUPPORTED: 'not supported by this database server',
+  ERR_APPLIER_REJECTED_PASSWORD: 'database refused the new password',
+  ERR_APPLIER_REVOKE_CURRENT: 'refusing to revoke the password that is current',
+  ERR_APPLIER_CLOSED: 'applier is closed',
+  ERR_APPLIER_FAILED: 'database operation failed',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,0 +1,237 @@
+/**
+ * PostgreSQL applier (`pg`). The password travels as a SCRAM-SHA-256 verifier
+ * computed on the agent (postgres-scram-verifier.ts), so `ALTER ROLE` text in the
+ * server log or pg_stat_statements holds no plaintext. Identifiers are quoted with
+ * the driver's escapeIdentifier; ALTER ROLE takes no bind parameters, so the
+ * verifier is a literal escaped with escapeLiteral.
+ *
+ * Strategies: `replace` only — a role holds one password (`dual` is refused at
+ * preflight and apply with ERR_APPLIER_UNSUPPORTED; use `alternate`).
+ */
+import pg from 'pg';
+import type {
+  ApplyRequest,
+  ApplyResponse,
+  PreflightRequest,
+  RevokeRequest,
+  RevokeResponse,
+  TerminateSessionsRequest,
+  TerminateSessionsResponse,
+  VerifyRequest,
+  VerifyResponse,
+} from './applier.js';
+import { ApplierBase, type PreflightReport } from './applier-base.js';
+import { classifyCommon, driverCodeOf, type ApplierOperation, type Classification } from './applier-errors.js';
+import { ConnectionCache } from './connection-cache.js';
+import { scramSha256Verifier } from './postgres-scram-verifier.js';
+import { tlsOptions, type Login } from './target.js';
+
+/** SQLSTATEs of a refused login: invalid_password, invalid_authorization_specification. */
+const LOGIN_REFUSED = new Set(['28P01', '28000']);
+/** PostgreSQL 10 introduced SCRAM verifiers. */
+const MIN_SCRAM_VERSION = 100000;
+
+interface RoleFacts {
+  version: string;
+  version_num: number;
+  me: string;
+  me_super: boolean;
+  me_createrole: boolean;
+  exists: boolean;
+  target_super: boolean | null;
+  can_login: boolean | null;
+  expires: boolean | null;
+  expired: boolean | null;
+}
+
+export class PostgresApplier extends ApplierBase {
+  readonly engine = 'postgres' as const;
+  private readonly admin = new ConnectionCache<pg.Client>(
+    async () => {
+      const client = await this.connect(this.requireAdmin('apply'));
+      client.once('end', () => void this.admin.discard(client));
+      return client;
+    },
+    (client) => client.end(),
+  );
+
+  protected classify(err: unknown, operation: ApplierOperation): Classification | undefined {
+    const code = driverCodeOf(err) ?? '';
+    if (LOGIN_REFUSED.has(code)) {
+      return { code: 'ERR_APPLIER_AUTH_FAILED', reason: `the ${this.selfMode ? 'current password' : 'admin login'} was refused (SQLSTATE ${code})` };
+    }
+    if (code === '42501') return { code: 'ERR_APPLIER_PRIVILEGE', reason: `the login lacks the privilege to ${operation} (SQLSTATE 42501)` };
+    if (code === '42704') return { code: 'ERR_APPLIER_UNKNOWN_USER', reason: 'the role does not exist (SQLSTATE 42704)' };
+    if (code === '3D000') return { code: 'ERR_APPLIER_CONFIG', reason: 'the database does not exist (SQLSTATE 3D000)' };
+    if (code === '57014') return { code: 'ERR_APPLIER_FAILED', reason: 'the statement timed out (SQLSTATE 57014)', retryable: true };
+    if (/^(08|53|57P)/.test(code)) return { code: 'ERR_APPLIER_UNREACHABLE', reason: `the server cannot serve the request now (SQLSTATE ${code})` };
+    if (/^(40|55P03)/.test(code)) return { code: 'ERR_APPLIER_FAILED', reason: `a lock or serialization conflict (SQLSTATE ${code})`, retryable: true };
+    if (code === '22023') return { code: 'ERR_APPLIER_REJECTED_PASSWORD', reason: `the server refused the password (SQLSTATE ${code})` };
+    return classifyCommon(err);
+  }
+
+  protected async doPreflight(req: PreflightRequest, report: PreflightReport): Promise<void> {
+    await this.withSession(req.user, req.currentPassword, async (client) => {
+      const { rows } = await client.query<RoleFacts>(
+        `SELECT current_setting('server_version') AS version,
+                current_setting('server_version_num')::int AS version_num,
+                me.rolname AS me, me.rolsuper AS me_super, me.rolcreaterole AS me_createrole,
+                r.oid IS NOT NULL AS exists, r.rolsuper AS target_super, r.rolcanlogin AS can_login,
+                r.rolvaliduntil IS NOT NULL AND r.rolvaliduntil <> 'infinity' AS expires,
+                r.rolvaliduntil < now() AS expired
+           FROM pg_roles me LEFT JOIN pg_roles r ON r.rolname = $1
+          WHERE me.rolname = current_user`,
+        [req.user],
+      );
+      const facts = rows[0];
+      if (facts === undefined) throw this.fail('ERR_APPLIER_FAILED', 'preflight', 'the server did not describe the current role');
+      report.server = { flavour: 'postgresql', version: facts.version };
+      report.strategies = facts.version_num >= MIN_SCRAM_VERSION ? ['replace'] : [];
+      if (facts.version_num < MIN_SCRAM_VERSION) report.problem('ERR_APPLIER_UNSUPPORTED', `${facts.version} predates SCRAM-SHA-256 (PostgreSQL 10)`);
+      this.checkRole(req, facts, report);
+      if (facts.exists && !(await this.mayAlter(client, req.user, facts))) {
+        report.problem('ERR_APPLIER_PRIVILEGE', `role "${facts.me}" may not change the password of "${req.user}" (needs superuser${facts.target_super ? '' : ', or CREATEROLE'}${facts.version_num >= 160000 ? ' with ADMIN OPTION on the role' : ''})`);
+      }
+      if (req.strategy === 'dual') {
+        report.problem('ERR_APPLIER_UNSUPPORTED', 'PostgreSQL holds one password per role: dual is not possible (use replace, or alternate with two roles)');
+      }
+    });
+  }
+
+  private checkRole(req: PreflightRequest, facts: RoleFacts, report: PreflightReport): void {
+    if (!facts.exists) {
+      report.problem('ERR_APPLIER_UNKNOWN_USER', `role "${req.user}" does not exist`);
+      return;
+    }
+    if (facts.can_login === false) report.problem('ERR_APPLIER_LOGIN_DISABLED', `role "${req.user}" has NOLOGIN: no password can be verified`);
+    if (facts.expired === true) report.problem('ERR_APPLIER_LOGIN_DISABLED', `role "${req.user}" is past its VALID UNTIL: logins are refused`);
+    else if (facts.expires === true) report.warn('WARN_APPLIER_PASSWORD_EXPIRES', `role "${req.user}" has VALID UNTIL; rotation does not change it`);
+  }
+
+  private async mayAlter(client: pg.Client, user: string, facts: RoleFacts): Promise<boolean> {
+    if (facts.me_super || facts.me === user) return true;
+    if (!facts.me_createrole || facts.target_super === true) return false;
+    if (facts.version_num < 160000) return true;
+    // PostgreSQL 16: CREATEROLE only reaches roles it holds ADMIN OPTION on
+    const { rows } = await client.query<{ ok: boolean }>(`SELECT pg_has_role(current_user, $1::name, 'MEMBER WITH ADMIN OPTION') AS ok`, [user]);
+    return rows[0]?.ok === true;
+  }
+
+  protected async doApply(req: ApplyRequest): Promise<ApplyResponse> {
+    if (req.strategy === 'dual') {
+      throw this.fail('ERR_APPLIER_UNSUPPORTED', 'apply', 'PostgreSQL holds one password per role: dual is not possible');
+    }
+    const done: ApplyResponse = { strategy: 'replace', oldPasswordRetained: false, unchanged: false, persisted: true };
+    const verifier = await scramSha256Verifier(req.newPassword);
+    const alter = (client: pg.Client) =>
+      client.query(`ALTER ROLE ${client.escapeIdentifier(req.user)} PASSWORD ${client.escapeLiteral(verifier)}`);
+    if (!this.selfMode) {
+      await this.withAdmin(alter);
+      return done;
+    }
+    let client: pg.Client;
+    try {
+      client = await this.connect(this.selfLogin(req.user, req.currentPassword ?? ''));
+    } catch (err) {
+      // a repeated self-rotation: the current password is already the new one
+      if (LOGIN_REFUSED.has(driverCodeOf(err) ?? '') && (await this.doVerify({ user: req.user, password: req.newPassword })).outcome === 'ok') {
+        return { ...done, unchanged: true };
+      }
+      throw err;
+    }
+    try {
+      await alter(client);
+      return done;
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+
+  protected async doVerify(req: VerifyRequest): Promise<VerifyResponse> {
+    let client: pg.Client;
+    try {
+      client = await this.connect(this.selfLogin(req.user, req.password));
+    } catch (err) {
+      if (LOGIN_REFUSED.has(driverCodeOf(err) ?? '')) return { outcome: 'refused' };
+      throw err;
+    }
+    try {
+      await client.query('SELECT 1');
+      return { outcome: 'ok' };
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+
+  protected doRevoke(req: RevokeRequest): Promise<RevokeResponse> {
+    return this.revokeSinglePassword(req, 'PostgreSQL holds one password per role; the old one was replaced by apply');
+  }
+
+  /** Ends the user's sessions with pg_terminate_backend (superuser, pg_signal_backend, or the role itself). */
+  protected async doTerminateSessions(req: TerminateSessionsRequest): Promise<TerminateSessionsResponse> {
+    return this.withSession(req.user, req.currentPassword, async (client) => {
+      const { rows } = await client.query<{ terminated: number }>(
+        `SELECT count(*) FILTER (WHERE terminated)::int AS terminated
+           FROM (SELECT pg_terminate_backend(pid) AS terminated
+                   FROM pg_stat_activity
+                  WHERE usename = $1 AND pid <> pg_backend_pid()) AS s`,
+        [req.user],
+      );
+      return { terminated: rows[0]?.terminated ?? 0 };
+    });
+  }
+
+  protected doClose(): Promise<void> {
+    return this.admin.close();
+  }
+
+  private clientConfig(login: Login): pg.ClientConfig {
+    return {
+      host: login.host,
+      port: login.port,
+      user: login.user,
+      password: login.password,
+      database: login.database ?? this.target.database ?? 'postgres',
+      ssl: tlsOptions(this.target) ?? false,
+      connectionTimeoutMillis: this.options.connectTimeoutMs,
+      statement_timeout: this.options.statementTimeoutMs,
+      lock_timeout: this.options.statementTimeoutMs,
+      query_timeout: this.options.statementTimeoutMs + 2000,
+      application_name: 'sikker-agent',
+    };
+  }
+
+  /** A fresh, connected client. Its errors surface through awaited calls. */
+  private async connect(login: Login): Promise<pg.Client> {
+    const client = new pg.Client(this.clientConfig(login));
+    client.on('error', () => {
+      // an idle client's socket broke; the next awaited query reports it
+    });
+    try {
+      await client.connect();
+      return client;
+    } catch (err) {
+      await client.end().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Runs `fn` on the admin session (admin mode) or a fresh session as the user (self mode). */
+  private async withSession<T>(user: string, currentPassword: string | undefined, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+    if (!this.selfMode) return this.withAdmin(fn);
+    const client = await this.connect(this.selfLogin(user, currentPassword ?? ''));
+    try {
+      return await fn(client);
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+
+  /** Runs `fn` on the cached admin client; any error that is not a plain SQL error drops it. */
+  private withAdmin<T>(fn: (client: pg.Client) => Promise<T>): Promise<T> {
+    return this.admin.use(fn, (err) => {
+      const code = driverCodeOf(err) ?? '';
+      return !/^[0-9A-Z]{5}$/.test(code) || /^(08|57P)/.test(code);
+    });
+  }
+}

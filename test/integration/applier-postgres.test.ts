@@ -1,0 +1,130 @@
+/**
+ * PostgreSQL applier on a private cluster that really checks SCRAM passwords
+ * (the machine's shared server trusts any password on 127.0.0.1): the shared
+ * conformance suite in admin and self mode, plus what is PostgreSQL-specific —
+ * the stored verifier, and ending a user's sessions.
+ */
+import t, { type Test } from 'tap';
+import pg from 'pg';
+import { randomBytes } from 'node:crypto';
+import { createApplier } from '../../agent/appliers/index.js';
+import type { Applier } from '../../agent/appliers/applier.js';
+import type { TargetConnection } from '../../agent/appliers/target.js';
+import { parseScramVerifier } from '../../agent/appliers/postgres-scram-verifier.js';
+import { applierConformance, randomPassword, type ApplierFixture } from '../support/applier-fixtures.js';
+import { freePort } from '../support/free-port.js';
+import { startScramPostgres } from '../support/scram-postgres.js';
+
+const server = await startScramPostgres();
+t.teardown(() => server.stop());
+
+const superuser = new pg.Client({ connectionString: server.superuserUrl });
+superuser.on('error', () => undefined);
+await superuser.connect();
+t.teardown(() => superuser.end());
+
+const prefix = `sk_app_${randomBytes(3).toString('hex')}`;
+let counter = 0;
+const roleName = (label: string) => `${prefix}_${label}_${counter++}`;
+
+function target(mode: 'admin' | 'self', port = server.port): TargetConnection {
+  return {
+    engine: 'postgres',
+    host: '127.0.0.1',
+    port,
+    database: 'postgres',
+    user: `${prefix}_target`,
+    tls: { mode: 'disable' },
+    privilege: mode === 'admin' ? { mode: 'admin', adminConnection: 'local-superuser' } : { mode: 'self' },
+  };
+}
+
+/** A LOGIN role whose password PostgreSQL itself hashed; dropped in teardown. */
+async function createRole(t: Test, label: string, password: string): Promise<string> {
+  const name = roleName(label);
+  await superuser.query(`CREATE ROLE ${superuser.escapeIdentifier(name)} LOGIN PASSWORD ${superuser.escapeLiteral(password)}`);
+  t.teardown(async () => {
+    await superuser.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [name]);
+    await superuser.query(`DROP ROLE IF EXISTS ${superuser.escapeIdentifier(name)}`);
+  });
+  return name;
+}
+
+function fixture(mode: 'admin' | 'self'): ApplierFixture {
+  return {
+    name: `postgres (${mode})`,
+    mode,
+    strategies: ['replace'],
+    createUser: (t, password) => createRole(t, 'user', password),
+    unknownUser: () => roleName('missing'),
+    unknownUserApplyCode: mode === 'admin' ? 'ERR_APPLIER_UNKNOWN_USER' : 'ERR_APPLIER_AUTH_FAILED',
+    applier: () => createApplier(target(mode), mode === 'admin' ? { url: server.superuserUrl } : undefined),
+    async unprivilegedApplier(t, _user, loginPassword) {
+      const weak = await createRole(t, 'weak', loginPassword);
+      return createApplier(target('admin'), { user: weak, password: loginPassword });
+    },
+    async unreachableApplier(loginPassword) {
+      return createApplier(target(mode, await freePort()), mode === 'admin' ? { user: 'postgres', password: loginPassword } : undefined);
+    },
+    refusedLoginApplier: (loginPassword) => createApplier(target('admin'), { user: 'postgres', password: loginPassword }),
+  };
+}
+
+applierConformance(t, fixture('admin'));
+applierConformance(t, fixture('self'));
+
+async function adminApplier(t: Test): Promise<Applier> {
+  const applier = await createApplier(target('admin'), { url: server.superuserUrl });
+  t.teardown(() => applier.close());
+  return applier;
+}
+
+t.test('postgres: apply – stores a SCRAM verifier computed by the agent', async (t) => {
+  const applier = await adminApplier(t);
+  const user = await createRole(t, 'scram', randomPassword('old'));
+  const next = randomPassword('new');
+  await applier.apply({ user, newPassword: next, strategy: 'replace' });
+  const { rows } = await superuser.query<{ rolpassword: string }>('SELECT rolpassword FROM pg_authid WHERE rolname = $1', [user]);
+  const stored = rows[0]?.rolpassword ?? '';
+  const parsed = parseScramVerifier(stored);
+  t.ok(parsed, 'stored value is a SCRAM-SHA-256 verifier');
+  t.equal(parsed?.iterations, 4096, '4096 iterations');
+  t.equal(parsed?.salt.length, 16, '16-byte salt');
+  t.notOk(stored.includes(next), 'not the plaintext');
+});
+
+t.test('postgres: preflight – NOLOGIN role is a problem', async (t) => {
+  const applier = await adminApplier(t);
+  const user = await createRole(t, 'nologin', randomPassword('p'));
+  await superuser.query(`ALTER ROLE ${superuser.escapeIdentifier(user)} NOLOGIN`);
+  const result = await applier.preflight({ user, strategy: 'replace' });
+  t.same(result.problems.map((p) => p.code), ['ERR_APPLIER_LOGIN_DISABLED'], 'ERR_APPLIER_LOGIN_DISABLED only');
+});
+
+t.test('postgres: preflight – CREATEROLE may change a non-superuser, not a superuser', async (t) => {
+  const weakPassword = randomPassword('cr');
+  const manager = await createRole(t, 'manager', weakPassword);
+  await superuser.query(`ALTER ROLE ${superuser.escapeIdentifier(manager)} CREATEROLE`);
+  const applier = await createApplier(target('admin'), { user: manager, password: weakPassword });
+  t.teardown(() => applier.close());
+  const plain = await createRole(t, 'plain', randomPassword('p'));
+  t.equal((await applier.preflight({ user: plain, strategy: 'replace' })).ok, true, 'plain role: ok');
+  const boss = await createRole(t, 'boss', randomPassword('p'));
+  await superuser.query(`ALTER ROLE ${superuser.escapeIdentifier(boss)} SUPERUSER`);
+  const result = await applier.preflight({ user: boss, strategy: 'replace' });
+  t.same(result.problems.map((p) => p.code), ['ERR_APPLIER_PRIVILEGE'], 'superuser role: ERR_APPLIER_PRIVILEGE');
+});
+
+t.test('postgres: terminateSessions – ends the user\'s live sessions', async (t) => {
+  const applier = await adminApplier(t);
+  const password = randomPassword('p');
+  const user = await createRole(t, 'sessions', password);
+  const session = new pg.Client({ host: '127.0.0.1', port: server.port, user, password, database: 'postgres' });
+  const broken = new Promise<void>((resolve) => session.on('error', () => resolve()));
+  await session.connect();
+  t.teardown(() => session.end().catch(() => undefined));
+  t.same(await applier.terminateSessions({ user }), { terminated: 1 }, 'one session ended');
+  await broken;
+  t.pass('the session saw its connection end');
+  t.same(await applier.terminateSessions({ user }), { terminated: 0 }, 'nothing left to end');
+});
