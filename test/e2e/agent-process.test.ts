@@ -81,7 +81,6 @@ t.test('e2e – enroll → run → online; kill -9 and restart: the queued comma
   const final = (await sikker(['agent', 'show', online.agentId])).commands.find((x: { commandId: string }) => x.commandId === queued.commandId);
   t.equal(final.state, 'succeeded');
 
-  agent.child.kill('SIGTERM');
   t.equal(await agent.kill('SIGTERM'), 0, 'SIGTERM: drained, exit 0');
   t.notOk(agent.output().includes(CANARY), 'the value is not in the agent log');
   t.ok(existsSync(join(stateDir, 'identity.json')));
