@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
-import { PROTOCOL_VERSION, verifyCommand, type AgentToHub, type CommandEnvelope, type CommandKind, type CommandResult } from '../../shared/protocol/agent-messages.js';
+import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, verifyCommand, type AgentToHub, type CommandEnvelope, type CommandKind, type CommandResult } from '../../shared/protocol/agent-messages.js';
 import type { ExecutorRegistry } from '../commands/command-executor.js';
 import type { CommandJournal } from '../journal/command-journal.js';
 
@@ -34,6 +34,8 @@ export interface CommandProcessorOptions {
 
 /** Hello may report at most this many results and in-progress ids (protocol limit). */
 const HELLO_LIMIT = 1000;
+/** A hello must fit in one frame (MAX_MESSAGE_BYTES), with room to spare. */
+const HELLO_BUDGET_BYTES = MAX_MESSAGE_BYTES - 4096;
 
 /**
  * Decides about every command and runs accepted ones one at a time, in the order they
@@ -65,17 +67,32 @@ export class CommandProcessor {
     this.#send = send;
   }
 
-  /** The hello for a fresh session: what is unacknowledged and what is still running. */
-  hello(): AgentToHub {
+  /**
+   * What a fresh session starts with: the hello (highest generation, what is still
+   * running, and as many unacknowledged results as fit in one frame), then the other
+   * unacknowledged results as separate `result` messages, so none waits for a reconnect.
+   */
+  greeting(): AgentToHub[] {
     const j = this.#o.journal;
-    return {
+    const inProgress = j.inProgress().slice(0, HELLO_LIMIT).map((e) => e.commandId);
+    const pending = j.unacknowledgedResults(Number.MAX_SAFE_INTEGER);
+    const results: CommandResult[] = [];
+    let size = Buffer.byteLength(JSON.stringify(inProgress)) + 256;
+    for (const result of pending) {
+      const length = Buffer.byteLength(JSON.stringify(result)) + 1;
+      if (results.length >= HELLO_LIMIT || size + length > HELLO_BUDGET_BYTES) break;
+      results.push(result);
+      size += length;
+    }
+    const hello: AgentToHub = {
       type: 'hello',
       protocol: PROTOCOL_VERSION,
       agentVersion: this.#o.agentVersion,
       highestGeneration: j.highestGeneration,
-      results: j.unacknowledgedResults(HELLO_LIMIT),
-      inProgress: j.inProgress().slice(0, HELLO_LIMIT).map((e) => e.commandId),
+      results,
+      inProgress,
     };
+    return [hello, ...pending.slice(results.length).map((r): AgentToHub => ({ type: 'result', ...r }))];
   }
 
   /** From now on new commands are left undelivered (no answer at all). */

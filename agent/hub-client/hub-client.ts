@@ -1,12 +1,12 @@
 import { EventEmitter } from 'node:events';
-import { backOff } from 'exponential-backoff';
+import { createRequire } from 'node:module';
+import type * as ExponentialBackoff from 'exponential-backoff';
 import type WebSocket from 'ws';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import { createDeliverExecutor } from '../commands/deliver-command.js';
 import type { CommandExecutor } from '../commands/command-executor.js';
 import { createProbeExecutor } from '../commands/probe-command.js';
-import { SinkWriter } from '../sinks/sink-writer.js';
 import { agentVersion } from '../version.js';
 import { CommandProcessor, type CommandDecision, type CommandFinished } from './command-processor.js';
 import { compileHubClientOptions, type CompiledHubClientOptions, type HubClientOptions } from './hub-client-options.js';
@@ -14,6 +14,9 @@ import { HubSession, type SessionClose, type Welcome } from './hub-session.js';
 import { openHubSocket } from './hub-socket.js';
 
 export type { AgentIdentity, HubClientOptions } from './hub-client-options.js';
+
+// CommonJS package loaded with require(): see hub-socket.ts for why.
+const { backOff } = createRequire(import.meta.url)('exponential-backoff') as typeof ExponentialBackoff;
 export type { CommandFinished } from './command-processor.js';
 
 /** CREATED → RUNNING → STOPPING → STOPPED. */
@@ -21,7 +24,7 @@ export type HubClientState = 'CREATED' | 'RUNNING' | 'STOPPING' | 'STOPPED';
 
 /** Events a HubClient emits (listeners must not throw). */
 export interface HubClientEvents {
-  /** The hub said welcome and the hello was sent. */
+  /** The hub said welcome and the hello (and any results left over from it) was sent. */
   connected: [{ replicaId: string; heartbeatMs: number }];
   /** An established connection ended. */
   disconnected: [SessionClose];
@@ -66,7 +69,7 @@ export class HubClient extends EventEmitter<HubClientEvents> {
     const version = options.agentVersion ?? agentVersion();
     const executors: CommandExecutor[] = [
       createProbeExecutor(version),
-      createDeliverExecutor({ agentId: options.identity.identityId, boxPrivateKey: options.identity.boxPrivateKey, sinks: new SinkWriter(options.sinks ?? []) }),
+      createDeliverExecutor({ agentId: options.identity.identityId, boxPrivateKey: options.identity.boxPrivateKey, sinks: options.sinks ?? [] }),
     ];
     this.#processor = new CommandProcessor({
       agentId: options.identity.identityId,
@@ -221,7 +224,7 @@ export class HubClient extends EventEmitter<HubClientEvents> {
   /** Runs synchronously inside the frame handler, so hello precedes any answer to a command. */
   #onWelcome(session: HubSession, welcome: Welcome): void {
     this.#processor.attach((message) => session.send(message));
-    session.send(this.#processor.hello());
+    for (const message of this.#processor.greeting()) session.send(message);
     this.#logger.info({ replicaId: welcome.replicaId, heartbeatMs: welcome.heartbeatMs }, 'connected to the hub');
     this.emit('connected', { replicaId: welcome.replicaId, heartbeatMs: welcome.heartbeatMs });
   }

@@ -3,7 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { sealTo } from '../../shared/crypto/sealed-box.js';
-import type { AgentToHub } from '../../shared/protocol/agent-messages.js';
+import { MAX_MESSAGE_BYTES, type AgentToHub } from '../../shared/protocol/agent-messages.js';
+import { FileCommandJournal } from '../../agent/journal/file-command-journal.js';
+import { MemoryCommandJournal } from '../../agent/journal/memory-command-journal.js';
 import type { SinkConfig } from '../../agent/sinks/sink-config.js';
 import { commandFrame, envelope, FakeHub, makeKeys, startClient, type HubSide } from './agent-test-hub.js';
 
@@ -131,7 +133,8 @@ t.test('hub client – secret.deliver writes the sink 0600 and never logs the va
   const sink: SinkConfig = { name: 'db', path: join(dir, 'db-password'), format: 'raw', envName: 'SECRET', mode: 0o600, reloadCommand: null, reloadTimeoutMs: 1000 };
   const keys = makeKeys();
   const hub = await FakeHub.start(t, {}, keys.agentPublicKey);
-  const { lines } = startClient(t, hub, keys, { sinks: [sink] });
+  const journal = FileCommandJournal.open(join(dir, 'journal.json'));
+  const { lines } = startClient(t, hub, keys, { sinks: [sink], journal });
   const side = await hub.nextConnection(0);
   await side.next((m) => m.type === 'hello');
   const canary = 'canary-Zq8!x$value';
@@ -147,6 +150,7 @@ t.test('hub client – secret.deliver writes the sink 0600 and never logs the va
   t.ok(lines.some((l) => l.includes('secret delivered')), 'the delivery is logged');
   t.notOk(lines.some((l) => l.includes(canary)), 'no log line holds the value');
   t.notOk(JSON.stringify(side.received).includes(canary), 'no message holds the value');
+  t.notOk(readFileSync(journal.path, 'utf8').includes(canary), 'the journal does not hold the value');
 });
 
 t.test('hub client – delivery to an unknown sink fails with ERR_SINK_WRITE', async (t) => {
@@ -188,4 +192,26 @@ t.test('hub client – a refused upgrade is a failed attempt with the server cod
   hub.options.refuse = undefined;
   await new Promise((resolve) => client.once('connected', resolve));
   t.pass('connects once the hub accepts');
+});
+
+t.test('hub client – a hello never exceeds one frame; left-over results follow it', async (t) => {
+  const keys = makeKeys();
+  const journal = new MemoryCommandJournal();
+  const ids: string[] = [];
+  for (let i = 0; i < 300; i += 1) {
+    const e = envelope(keys.identity.identityId);
+    journal.recordAccepted(e, 'sig');
+    journal.recordFinal({ commandId: e.commandId, outcome: 'succeeded', result: { note: 'é'.repeat(500) }, error: null });
+    ids.push(e.commandId);
+  }
+  const hub = await FakeHub.start(t);
+  startClient(t, hub, keys, { journal });
+  const side = await hub.nextConnection(0);
+  const last = ids[ids.length - 1] ?? '';
+  await side.next((m) => (m.type === 'result' && m.commandId === last) || (m.type === 'hello' && m.results.some((r) => r.commandId === last)));
+  const hello = side.received[0];
+  t.equal(hello?.type, 'hello');
+  t.ok(Buffer.byteLength(JSON.stringify(hello)) <= MAX_MESSAGE_BYTES, 'the hello fits in one frame');
+  const reported = side.received.flatMap((m) => (m.type === 'hello' ? m.results.map((r) => r.commandId) : m.type === 'result' ? [m.commandId] : []));
+  t.same(reported, ids, 'every unacknowledged result is reported once, oldest first');
 });

@@ -4,7 +4,8 @@
  * identity, signed command builders, and a HubClient with a captured logger.
  */
 import { generateKeyPairSync, randomUUID, type KeyObject } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import type { Duplex } from 'node:stream';
@@ -51,6 +52,8 @@ export interface FakeHubOptions {
   welcome?: { heartbeatMs: number } | null;
   /** Answer the upgrade with this HTTP status and JSON error instead of 101. */
   refuse?: { status: number; code: string } | undefined;
+  /** Serve https (wss) with this certificate. */
+  tls?: { certPem: string; keyPem: string };
 }
 
 export class FakeHub {
@@ -74,9 +77,11 @@ export class FakeHub {
   }
 
   static async start(t: Test, options: FakeHubOptions = {}, agentPublicKey?: KeyObject): Promise<FakeHub> {
-    const server = createServer((_req, res) => res.writeHead(404).end());
+    const notFound = (_req: IncomingMessage, res: ServerResponse): void => void res.writeHead(404).end();
+    const server: Server = options.tls === undefined ? createServer(notFound) : createHttpsServer({ cert: options.tls.certPem, key: options.tls.keyPem }, notFound);
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const hub = new FakeHub(server, `http://127.0.0.1:${(server.address() as AddressInfo).port}`, options, agentPublicKey);
+    const scheme = options.tls === undefined ? 'http' : 'https';
+    const hub = new FakeHub(server, `${scheme}://127.0.0.1:${(server.address() as AddressInfo).port}`, options, agentPublicKey);
     t.teardown(() => hub.close());
     return hub;
   }
