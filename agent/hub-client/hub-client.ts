@@ -139,13 +139,16 @@ export class HubClient extends EventEmitter<HubClientEvents> {
   }
 
   async #connectLoop(): Promise<void> {
+    // Consecutive sessions that ended soon after their welcome: they count as failed
+    // attempts, so a hub that accepts and then drops us is not hammered every second.
+    let shortSessions = 0;
     while (this.#state === 'RUNNING') {
       let session: HubSession;
       try {
         session = await backOff(() => this.#attempt(), {
           jitter: 'full',
           delayFirstAttempt: true,
-          startingDelay: this.#compiled.startingDelayMs,
+          startingDelay: Math.min(this.#compiled.maxDelayMs, this.#compiled.startingDelayMs * 2 ** Math.min(shortSessions, 16)),
           maxDelay: this.#compiled.maxDelayMs,
           numOfAttempts: Number.MAX_SAFE_INTEGER,
           retry: (err: unknown, attempt: number) => this.#onAttemptFailed(err, attempt),
@@ -153,8 +156,11 @@ export class HubClient extends EventEmitter<HubClientEvents> {
       } catch {
         return; // retry() said stop: the client is stopping
       }
+      const openedAt = Date.now();
       const closed = await session.closed;
-      this.#logger.info({ code: closed.code, reason: closed.reason }, 'disconnected from the hub');
+      // A session that lasted two heartbeats was healthy: the backoff starts over.
+      shortSessions = Date.now() - openedAt >= 2 * this.#compiled.heartbeatMs ? 0 : shortSessions + 1;
+      this.#logger.info({ code: closed.code, reason: closed.reason, shortSessions }, 'disconnected from the hub');
     }
   }
 

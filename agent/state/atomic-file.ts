@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync, fchmodSync } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
+import { open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 /**
@@ -46,8 +46,22 @@ export function writeFileAtomicSync(path: string, data: Buffer | string, mode: n
   fsyncDirectorySync(dirname(path));
 }
 
+/**
+ * Removes temp files of earlier writes to `path` that a crash (kill -9 between open
+ * and rename) left behind: they may hold an old secret, which must not outlive its
+ * rotation. Only names this module creates are touched.
+ */
+async function removeStaleTemps(path: string): Promise<void> {
+  const prefix = `.${basename(path)}.tmp-`;
+  const names = await readdir(dirname(path)).catch(() => [] as string[]);
+  for (const name of names) {
+    if (name.startsWith(prefix)) await unlink(join(dirname(path), name)).catch(() => undefined); // gone already: fine
+  }
+}
+
 /** Asynchronous variant, for sink files. `data` is not copied, so the caller can zero it afterwards. */
 export async function writeFileAtomic(path: string, data: Buffer, mode: number): Promise<void> {
+  await removeStaleTemps(path);
   const temp = tempPathFor(path);
   const handle = await open(temp, 'wx', mode);
   try {

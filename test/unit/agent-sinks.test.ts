@@ -67,3 +67,16 @@ t.test('sink writer – unknown sink and missing directory fail with ERR_SINK_WR
   const missing = { ...sink, path: join(sink.path, 'nodir', 'file') };
   await t.rejects(new SinkWriter([missing]).deliver('s', Buffer.from('v'), facts), { code: 'ERR_SINK_WRITE', message: /ENOENT|ENOTDIR/ });
 });
+
+t.test('atomic file – a temp file left by a crash is removed by the next write', async (t) => {
+  const { mkdtempSync, writeFileSync, readdirSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { writeFileAtomic } = await import('../../agent/state/atomic-file.js');
+  const dir = mkdtempSync(join(tmpdir(), 'sikker-atomic-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, '.db.env.tmp-999-abcdef'), 'old-secret', { mode: 0o600 });
+  writeFileSync(join(dir, 'unrelated.tmp-1'), 'keep');
+  await writeFileAtomic(join(dir, 'db.env'), Buffer.from('new'), 0o600);
+  t.same(readdirSync(dir).sort(), ['db.env', 'unrelated.tmp-1']);
+});
