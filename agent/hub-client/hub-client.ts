@@ -56,6 +56,8 @@ export class HubClient extends EventEmitter<HubClientEvents> {
   readonly #compiled: CompiledHubClientOptions;
   readonly #logger: Logger;
   readonly #processor: CommandProcessor;
+  /** Control-plane clock minus ours, from the last welcome (0 until then). */
+  #clockOffsetMs = 0;
   #state: HubClientState = 'CREATED';
   #session: HubSession | null = null;
   #connecting: WebSocket | null = null;
@@ -79,6 +81,9 @@ export class HubClient extends EventEmitter<HubClientEvents> {
       logger: this.#logger,
       agentVersion: version,
       onFinished: (finished) => this.emit('command-finished', finished),
+      // Expiry is judged on the control plane's clock (offset learnt from each welcome), so a
+      // host whose clock drifts neither refuses valid commands nor accepts expired ones.
+      now: () => Date.now() + this.#clockOffsetMs,
     });
   }
 
@@ -229,6 +234,7 @@ export class HubClient extends EventEmitter<HubClientEvents> {
 
   /** Runs synchronously inside the frame handler, so hello precedes any answer to a command. */
   #onWelcome(session: HubSession, welcome: Welcome): void {
+    this.#clockOffsetMs = welcome.serverTime - Date.now();
     this.#processor.attach((message) => session.send(message));
     for (const message of this.#processor.greeting()) session.send(message);
     this.#logger.info({ replicaId: welcome.replicaId, heartbeatMs: welcome.heartbeatMs }, 'connected to the hub');

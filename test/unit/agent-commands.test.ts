@@ -70,6 +70,23 @@ t.test('hub client – an expired command is rejected', async (t) => {
   t.equal(count(side, 'accepted', e.commandId), 0);
 });
 
+t.test('hub client – expiry is judged on the control plane\'s clock, not the host\'s', async (t) => {
+  const keys = makeKeys();
+  // The control plane's clock is 10 minutes behind this host's.
+  const hub = await FakeHub.start(t, { welcome: { heartbeatMs: 15_000, serverTimeOffsetMs: -600_000 } }, keys.agentPublicKey);
+  startClient(t, hub, keys);
+  const side = await hub.nextConnection(0);
+  await side.next((m) => m.type === 'hello');
+  const serverNow = Date.now() - 600_000;
+  const valid = envelope(keys.identity.identityId, { issuedAt: serverNow, expiresAt: serverNow + 60_000 });
+  side.send(commandFrame(keys.serverPrivateKey, valid));
+  await side.next(isAccepted(valid.commandId));
+  t.pass('a command valid by the control plane\'s clock is accepted although the host clock says it expired');
+  const expired = envelope(keys.identity.identityId, { issuedAt: serverNow - 120_000, expiresAt: serverNow - 1 });
+  side.send(commandFrame(keys.serverPrivateKey, expired));
+  t.match(await side.next(isRejected(expired.commandId)), { code: 'ERR_COMMAND_EXPIRED' });
+});
+
 t.test('hub client – a generation not above the highest is rejected as stale', async (t) => {
   const { side, keys, journal } = await connected(t);
   const first = envelope(keys.identity.identityId);

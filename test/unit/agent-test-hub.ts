@@ -49,7 +49,7 @@ export interface HubSide {
 
 export interface FakeHubOptions {
   /** Sent on connect unless null. */
-  welcome?: { heartbeatMs: number } | null;
+  welcome?: { heartbeatMs: number; serverTimeOffsetMs?: number } | null;
   /** Answer the upgrade with this HTTP status and JSON error instead of 101. */
   refuse?: { status: number; code: string } | undefined;
   /** Serve https (wss) with this certificate. */
@@ -128,7 +128,7 @@ export class FakeHub {
     });
     socket.on('error', () => undefined); // terminated sockets in teardown
     this.connections.push(side);
-    if (this.options.welcome !== null) side.send({ type: 'welcome', replicaId: 'replica-test', serverTime: Date.now(), heartbeatMs: this.options.welcome?.heartbeatMs ?? 15_000 });
+    if (this.options.welcome !== null) side.send({ type: 'welcome', replicaId: 'replica-test', serverTime: Date.now() + (this.options.welcome?.serverTimeOffsetMs ?? 0), heartbeatMs: this.options.welcome?.heartbeatMs ?? 15_000 });
     for (const w of this.#waiters) w(side);
   }
 }
