@@ -14,6 +14,9 @@ export class AgentConnection {
   readonly sent = new Set<string>();
   /** Commands the agent reported as held at hello. */
   held = new Set<string>();
+  /** Messages are handled one after another, in arrival order (a flood queues here, bounded by the hub). */
+  queue: Promise<void> = Promise.resolve();
+  queued = 0;
 
   constructor(readonly agentId: string, readonly socket: WebSocket, readonly remoteAddress: string) {}
 

@@ -27,6 +27,9 @@ export interface HubOptions {
 
 type AgentMessage = ReturnType<typeof AgentToHub.parse>;
 
+/** Messages one agent may have waiting for handling; more means a misbehaving agent. */
+const MAX_QUEUED_MESSAGES = 256;
+
 /** Agent refusals that say "not now" rather than "never". */
 const RETRYABLE_REFUSALS = new Set(['ERR_AGENT_STATE']);
 
@@ -164,11 +167,22 @@ export class HubServer {
       conn.socket.close(1008, 'invalid message');
       return;
     }
-    try {
-      await this.handle(conn, message, log);
-    } catch (err) {
-      log.error({ err }, 'handling an agent message failed');
+    if (conn.queued >= MAX_QUEUED_MESSAGES) {
+      log.warn('agent is sending faster than it is answered; closing');
+      conn.socket.close(1008, 'too many messages');
+      return;
     }
+    conn.queued += 1;
+    conn.queue = conn.queue.then(async () => {
+      try {
+        await this.handle(conn, message, log);
+      } catch (err) {
+        log.error({ err }, 'handling an agent message failed');
+      } finally {
+        conn.queued -= 1;
+      }
+    });
+    await conn.queue;
   }
 
   private async handle(conn: AgentConnection, m: AgentMessage, log: Logger): Promise<void> {
