@@ -25,6 +25,7 @@ function tokenHash(token: string): Buffer {
  */
 export class IdentityService {
   private readonly cache = new Map<string, { identity: AuthIdentity | null; until: number }>();
+  private lastEviction = 0;
   private readonly disabledListeners: Array<(identityId: string) => void> = [];
 
   constructor(private readonly pool: Pool, private readonly chain: AuditChainWriter, private readonly logger: Logger) {}
@@ -34,12 +35,23 @@ export class IdentityService {
     this.disabledListeners.push(listener);
   }
 
+  /**
+   * Entries live a second; at most once a second the expired ones are dropped, so the
+   * cache holds only identities seen recently (not one per agent that ever connected).
+   */
+  private evictExpired(): void {
+    const now = Date.now();
+    if (now - this.lastEviction < CACHE_MS) return;
+    this.lastEviction = now;
+    for (const [id, entry] of this.cache) if (entry.until <= now) this.cache.delete(id);
+  }
+
   /** For request authentication: a briefly cached lookup (null: unknown identity). */
   async forAuthentication(identityId: string): Promise<AuthIdentity | null> {
     const hit = this.cache.get(identityId);
     if (hit !== undefined && hit.until > Date.now()) return hit.identity;
     const identity = await findIdentity(this.pool, identityId);
-    if (this.cache.size > 50_000) this.cache.clear(); // bounded; refilled on demand
+    this.evictExpired();
     this.cache.set(identityId, { identity, until: Date.now() + CACHE_MS });
     return identity;
   }
