@@ -79,7 +79,7 @@ export function registerSecretCommands(program: Command, ctx: CliContext): void 
 async function putSecret(ctx: CliContext, cmd: Command, ref: string, pending: boolean): Promise<void> {
   const target = parseSecretRef(ref);
   const client = ctx.signedClient(cmd);
-  if (isInteractive(ctx.io.stdin)) ctx.out.note('type or paste the secret value, then press Ctrl-D (it is not echoed back)');
+  if (isInteractive(ctx.io.stdin)) ctx.out.note('type or paste the secret value, then press Ctrl-D (your terminal shows what you type: prefer piping it in, e.g. from a password manager)');
   const value = stripOneNewline(await readAllText(ctx.io.stdin, MAX_VALUE_BYTES, 'secret value'));
   if (value === '') throw new SikkerError('ERR_VALIDATION', 'secret value on stdin is empty');
   if (value.length > MAX_VALUE_CHARS) {

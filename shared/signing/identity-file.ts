@@ -1,5 +1,6 @@
-import { constants, mkdirSync, openSync, readFileSync, renameSync, statSync, writeSync, closeSync, fsyncSync } from 'node:fs';
+import { constants, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeSync, closeSync, fsyncSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type { Stats } from 'node:fs';
 import { randomBytes, type KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { SikkerError } from '../errors/sikker-error.js';
@@ -30,8 +31,8 @@ export interface LoadedIdentity {
   boxPrivateKey?: KeyObject | null;
 }
 
-export function checkPrivateFileMode(path: string): void {
-  const stat = statSync(path);
+/** The checks on a key file's metadata: a regular file (not a link), no group/other bits, ours. */
+function checkPrivateStat(path: string, stat: Stats): void {
   if (!stat.isFile()) throw new SikkerError('ERR_IDENTITY_KEY_FILE', `${path} is not a regular file`);
   if ((stat.mode & 0o077) !== 0) {
     throw new SikkerError(
@@ -44,17 +45,38 @@ export function checkPrivateFileMode(path: string): void {
   }
 }
 
-export function loadIdentityFile(path: string): LoadedIdentity {
+/** Refuses a symlink, a looser mode than 0600, or another owner (lstat: a link is not followed). */
+export function checkPrivateFileMode(path: string): void {
+  checkPrivateStat(path, lstatSync(path));
+}
+
+/**
+ * Reads a private file through one descriptor opened without following links and
+ * checked with fstat, so the file checked is the file read (no swap in between).
+ */
+function readPrivateFile(path: string): string {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
-    checkPrivateFileMode(path);
+    checkPrivateStat(path, fstatSync(fd));
+    return readFileSync(fd, 'utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function loadIdentityFile(path: string): LoadedIdentity {
+  let text: string;
+  try {
+    text = readPrivateFile(path);
   } catch (err) {
     if (err instanceof SikkerError) throw err;
-    throw new SikkerError('ERR_IDENTITY_KEY_FILE', `cannot read identity file ${path}`, { cause: err });
+    const code = (err as { code?: unknown }).code;
+    throw new SikkerError('ERR_IDENTITY_KEY_FILE', code === 'ELOOP' ? `${path} is a symbolic link; use the file itself` : `cannot read identity file ${path}`, { cause: err });
   }
   let parsed: IdentityFileContent;
   try {
-    parsed = IdentityFileSchema.parse(JSON.parse(readFileSync(path, 'utf8')));
-  } catch (err) {
+    parsed = IdentityFileSchema.parse(JSON.parse(text));
+  } catch {
     throw new SikkerError('ERR_IDENTITY_KEY_FILE', `identity file ${path} is not a valid SikkerKey identity`);
   }
   return {
