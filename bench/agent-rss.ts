@@ -27,8 +27,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cleanupRedisPrefix, createTestDatabase, uniqueRedisPrefix } from '../test/support/databases.js';
 import { REDIS_PORT, SERVICE_HOST } from '../test/support/services.js';
-import { TestClient } from '../test/support/test-client.js';
 import { mib, readRssParts, sampleRss, sleep, type RssSamples } from './support/agent-proc.js';
+import { initBenchVault, withTimeout } from './support/bench-vault.js';
 import { benchAbortSignal, CleanupStack } from './support/cleanup.js';
 import { controlPlaneEnvOverrides, startControlPlaneProcess } from './support/control-plane-process.js';
 import { round } from './support/load.js';
@@ -76,10 +76,7 @@ export async function run(): Promise<Record<string, unknown>> {
       env: { SIKKER_DATABASE_URL: db.url, SIKKER_REDIS_URL: REDIS_URL, SIKKER_REDIS_PREFIX: redisPrefix, SIKKER_LOG_LEVEL: 'warn' },
     });
     cleanups.defer(`stop the control plane (pid ${cp.pid})`, () => cp.stop());
-    const client = TestClient.fresh(cp.baseUrl);
-    const init = await withTimeout(client.ok('POST', '/v1/sys/init', { shares: 3, threshold: 2, publicKey: client.publicKeyText, name: 'bench' }), 'init');
-    client.identityId = String(init.identityId);
-    await withTimeout(client.ok('POST', '/v1/projects', { name: PROJECT }), 'create project');
+    const client = await initBenchVault(cp.baseUrl, PROJECT);
     const { token } = await withTimeout(client.ok('POST', '/v1/tokens', { project: PROJECT, role: 'agent' }), 'create join token') as { token: string };
 
     // --- enroll the real agent --------------------------------------------------------------
@@ -226,15 +223,6 @@ function runProgram(args: string[], ms: number): Promise<{ code: number | null; 
   });
 }
 
-function withTimeout<T>(promise: Promise<T>, what: string, ms = 15_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 function printTable(agent: RssSamples, bare: RssSamples, ratio: number, goalMet: boolean): void {
   const lines = [

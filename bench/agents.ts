@@ -27,11 +27,11 @@
  */
 import { cleanupRedisPrefix, createTestDatabase, uniqueRedisPrefix } from '../test/support/databases.js';
 import { REDIS_PORT, SERVICE_HOST } from '../test/support/services.js';
-import { TestClient } from '../test/support/test-client.js';
 import { AGENT_CONNECT_PATH } from '../shared/protocol/agent-messages.js';
 import { countHelloed, insertAgents } from './support/agent-fixtures.js';
 import { countOpenFds, mib, raiseFdLimit, readPeakRssBytes, readRssParts, sampleRss, sleep, type RssSamples } from './support/agent-proc.js';
 import { AgentSwarm, mergeCounts, type ConnectReport, type PreparedAgent } from './support/agent-swarm-control.js';
+import { initBenchVault, withTimeout } from './support/bench-vault.js';
 import { benchAbortSignal, CleanupStack } from './support/cleanup.js';
 import { controlPlaneEnvOverrides, startControlPlaneProcess } from './support/control-plane-process.js';
 import { round } from './support/load.js';
@@ -88,10 +88,7 @@ export async function run(): Promise<Record<string, unknown>> {
     const cpLimits = await raiseFdLimit(cp.pid);
     const fdLimit = cpLimits.soft;
 
-    const client = TestClient.fresh(cp.baseUrl);
-    const init = await withTimeout(client.ok('POST', '/v1/sys/init', { shares: 3, threshold: 2, publicKey: client.publicKeyText, name: 'bench' }), 'init');
-    client.identityId = String(init.identityId);
-    await withTimeout(client.ok('POST', '/v1/projects', { name: PROJECT }), 'create project');
+    const client = await initBenchVault(cp.baseUrl, PROJECT);
     const fdsAtStart = countOpenFds(cp.pid);
 
     const goalConnections = Math.min(GOAL_CONNECTIONS, Math.floor(0.9 * fdLimit));
@@ -236,15 +233,6 @@ async function waitForHellos(databaseUrl: string, agentVersion: string, expected
   }
 }
 
-function withTimeout<T>(promise: Promise<T>, what: string, ms = 15_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 function printTable(r: {
   target: number; goalConnections: number; connections: number; fdLimit: number; before: RssSamples; after: RssSamples;

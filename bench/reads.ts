@@ -24,7 +24,7 @@ import pg from 'pg';
 import { signRequest } from '../shared/signing/request-signature.js';
 import { cleanupRedisPrefix, createTestDatabase, uniqueRedisPrefix } from '../test/support/databases.js';
 import { REDIS_PORT, SERVICE_HOST } from '../test/support/services.js';
-import { TestClient } from '../test/support/test-client.js';
+import { initBenchVault, withTimeout } from './support/bench-vault.js';
 import { benchAbortSignal, CleanupStack } from './support/cleanup.js';
 import { controlPlaneEnvOverrides, startControlPlaneProcess } from './support/control-plane-process.js';
 import { CpuSampler, type CpuShares } from './support/cpu.js';
@@ -70,10 +70,7 @@ export async function run(): Promise<Record<string, unknown>> {
     });
     cleanups.defer(`stop the control plane (pid ${cp.pid})`, () => cp.stop());
 
-    const client = TestClient.fresh(cp.baseUrl);
-    const init = await withTimeout(client.ok('POST', '/v1/sys/init', { shares: 3, threshold: 2, publicKey: client.publicKeyText, name: 'bench' }), 'init');
-    client.identityId = String(init.identityId);
-    await withTimeout(client.ok('POST', '/v1/projects', { name: PROJECT }), 'create project');
+    const client = await initBenchVault(cp.baseUrl, PROJECT);
     const values: string[] = Array.from({ length: SECRET_COUNT }, () => randomBytes(24).toString('base64url'));
     await inParallel(8, SECRET_COUNT, (i) => withTimeout(client.ok('PUT', `/v1/projects/${PROJECT}/secrets/s${i}`, { value: values[i] }), `put s${i}`));
     progress(`control plane pid ${cp.pid} at ${cp.baseUrl}: initialised, ${SECRET_COUNT} secrets stored`);
@@ -222,15 +219,6 @@ async function inParallel(width: number, count: number, task: (i: number) => Pro
   }));
 }
 
-function withTimeout<T>(promise: Promise<T>, what: string, ms = 15_000): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 /** Baseline CPU per op ÷ read CPU per op: the ratio a CPU-bound, otherwise idle machine would give. */
 function costRatio(baseline: Phase, reads: Phase): number | null {

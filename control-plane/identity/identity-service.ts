@@ -6,7 +6,7 @@ import { importBoxPublicKey } from '../../shared/crypto/sealed-box.js';
 import { rekeyProofText, type Role } from '../../shared/protocol/api.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import type { AuditChainWriter } from '../audit/audit-appender.js';
-import { isGlobalAdmin, requireGlobalAdmin, requireProjectAction } from '../auth/authorize.js';
+import { requireGlobalAdmin, requireProjectAction } from '../auth/authorize.js';
 import { buildBlockList, findIdentity, listIdentities, sourceAllowed } from './identity-dal.js';
 import type { AuthIdentity } from './identity-types.js';
 import { withTransaction } from '../db/transaction.js';
@@ -151,8 +151,4 @@ export class IdentityService {
     return this.get(caller.identityId);
   }
 
-  /** Whether the caller may see another identity (itself always; admins all). */
-  canView(caller: AuthIdentity, identityId: string): boolean {
-    return caller.identityId === identityId || isGlobalAdmin(caller);
-  }
 }

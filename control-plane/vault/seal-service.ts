@@ -9,6 +9,7 @@ import type { Logger } from '../../shared/logging/logger.js';
 import type { AuditChainWriter } from '../audit/audit-appender.js';
 import type { AuditBatcher } from '../audit/audit-batcher.js';
 import { ROOT_KEY_VERSION } from './keyring.js';
+import { withTransaction } from '../db/transaction.js';
 import type { RootKeyHolder } from './root-key-holder.js';
 
 const SHARE_PREFIX = 'sks1-';
@@ -99,35 +100,32 @@ export class SealService {
     const signingDer = signing.privateKey.export({ format: 'der', type: 'pkcs8' });
     const identityId = randomUUID();
     const serverPublicKey = exportPublicKey(signing.publicKey);
-    const client = await this.pool.connect();
     let shares: Uint8Array[] = [];
     try {
       const secretCopy = new Uint8Array(rootKey);
       shares = await split(secretCopy, input.shares, input.threshold);
       zero(secretCopy);
-      await client.query('BEGIN');
-      const inserted = await client.query(
-        'INSERT INTO vault_state (root_check, share_hashes, share_count, threshold) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING',
-        [rootCheck(rootKey), shares.map(shareHash), input.shares, input.threshold],
-      );
-      if (inserted.rowCount !== 1) throw new SikkerError('ERR_VAULT_ALREADY_INITIALISED', 'the vault is already initialised');
-      await client.query('INSERT INTO server_keys (key_version, public_key, wrapped_private_key) VALUES (1, $1, $2)',
-        [serverPublicKey, seal(rootKey, ROOT_KEY_VERSION, signingDer, SERVER_KEY_BINDING)]);
-      await client.query('INSERT INTO identities (identity_id, name, public_key) VALUES ($1, $2, $3)', [identityId, input.name, input.publicKey]);
-      await client.query("INSERT INTO grants (identity_id, project_id, role) VALUES ($1, NULL, 'admin')", [identityId]);
-      await this.chain.append(client, [{
-        identityId, sourceIp: input.sourceIp, action: 'vault.init', outcome: 'success',
-        detail: { shares: input.shares, threshold: input.threshold },
-      }]);
-      await client.query('COMMIT');
+      await withTransaction(this.pool, this.logger, async (client) => {
+        const inserted = await client.query(
+          'INSERT INTO vault_state (root_check, share_hashes, share_count, threshold) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING',
+          [rootCheck(rootKey), shares.map(shareHash), input.shares, input.threshold],
+        );
+        if (inserted.rowCount !== 1) throw new SikkerError('ERR_VAULT_ALREADY_INITIALISED', 'the vault is already initialised');
+        await client.query('INSERT INTO server_keys (key_version, public_key, wrapped_private_key) VALUES (1, $1, $2)',
+          [serverPublicKey, seal(rootKey, ROOT_KEY_VERSION, signingDer, SERVER_KEY_BINDING)]);
+        await client.query('INSERT INTO identities (identity_id, name, public_key) VALUES ($1, $2, $3)', [identityId, input.name, input.publicKey]);
+        await client.query("INSERT INTO grants (identity_id, project_id, role) VALUES ($1, NULL, 'admin')", [identityId]);
+        await this.chain.append(client, [{
+          identityId, sourceIp: input.sourceIp, action: 'vault.init', outcome: 'success',
+          detail: { shares: input.shares, threshold: input.threshold },
+        }]);
+      });
     } catch (err) {
-      await client.query('ROLLBACK').catch((e: unknown) => this.logger.warn({ err: e }, 'rollback failed'));
       zero(rootKey);
       for (const s of shares) zero(s);
       throw err;
     } finally {
       zero(signingDer);
-      client.release();
     }
     this.root.install(rootKey, signing.privateKey, 1);
     const encoded = shares.map((s) => SHARE_PREFIX + Buffer.from(s).toString('base64url'));

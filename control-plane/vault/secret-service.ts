@@ -10,7 +10,7 @@ import { withTransaction } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import type { Keyring } from './keyring.js';
 import type { ProjectService } from './project-service.js';
-import { findSecretId, findSecretVersion, hasSecretGrant, listSecretsOfProject, listVersions } from './vault-dal.js';
+import { findSecretId, findSecretVersion, hasSecretGrant, listSecretsOfProject, listVersions, type SecretVersionRow } from './vault-dal.js';
 
 /** A uuid no identity has, for lookups that need no per-secret grant. */
 const NO_IDENTITY = '00000000-0000-0000-0000-000000000000';
@@ -124,13 +124,7 @@ export class SecretService {
       await this.audit.append({ ...base, outcome: 'refused', detail: { reason: 'revoked' } });
       throw new SikkerError('ERR_CONFLICT', `version ${row.version} is revoked`);
     }
-    const dataKey = await this.keyring.dataKey(this.pool, row.project_id, row.secret_id, row.wrapped_data_key);
-    let plaintext: Buffer;
-    try {
-      plaintext = open(dataKey, row.ciphertext, { purpose: 'secret-value', projectId: row.project_id, secretId: row.secret_id, secretVersion: row.version });
-    } finally {
-      zero(dataKey);
-    }
+    const plaintext = await this.decryptRow(row);
     try {
       await this.audit.append({ ...base, outcome: 'success' });
       return { version: row.version, label: row.label, value: plaintext.toString('utf8') };
@@ -148,10 +142,14 @@ export class SecretService {
     const row = await findSecretVersion(this.pool, projectName, name, NO_IDENTITY, version === undefined ? {} : { version });
     if (row === null) throw new SikkerError('ERR_NOT_FOUND', `no secret "${name}"${version === undefined ? '' : ` version ${version}`} in project "${projectName}"`);
     if (row.state === 'revoked') throw new SikkerError('ERR_CONFLICT', `version ${row.version} is revoked`);
+    return { projectId: row.project_id, secretId: row.secret_id, version: row.version, plaintext: await this.decryptRow(row) };
+  }
+
+  /** Unwraps the secret's data key, opens the version (bound to project, secret, version), zeroes the data key. Caller zeroes the result. */
+  private async decryptRow(row: SecretVersionRow): Promise<Buffer> {
     const dataKey = await this.keyring.dataKey(this.pool, row.project_id, row.secret_id, row.wrapped_data_key);
     try {
-      const plaintext = open(dataKey, row.ciphertext, { purpose: 'secret-value', projectId: row.project_id, secretId: row.secret_id, secretVersion: row.version });
-      return { projectId: row.project_id, secretId: row.secret_id, version: row.version, plaintext };
+      return open(dataKey, row.ciphertext, { purpose: 'secret-value', projectId: row.project_id, secretId: row.secret_id, secretVersion: row.version });
     } finally {
       zero(dataKey);
     }
