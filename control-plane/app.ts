@@ -28,6 +28,15 @@ import { ProjectService } from './vault/project-service.js';
 import { RootKeyHolder } from './vault/root-key-holder.js';
 import { SealService } from './vault/seal-service.js';
 import { SecretService } from './vault/secret-service.js';
+import { registerRotationRoutes } from './http/routes/rotation-routes.js';
+import { Alerter } from './rotation/alerter.js';
+import { PolicyService } from './rotation/policy-service.js';
+import { runWaitingFor } from './rotation/rotation-dal.js';
+import { RotationEngine } from './rotation/rotation-engine.js';
+import { RotationScheduler } from './rotation/rotation-scheduler.js';
+import { RotationService } from './rotation/rotation-service.js';
+import { TargetService } from './rotation/target-service.js';
+import { VersionStore } from './vault/version-store.js';
 
 const BODY_LIMIT = 256 * 1024;
 
@@ -37,7 +46,10 @@ export interface ControlPlane {
   redis: Redis;
   root: RootKeyHolder;
   hub: HubServer;
-  services: { seal: SealService; identities: IdentityService; projects: ProjectService; secrets: SecretService; keyRotation: ProjectKeyRotation; audit: AuditBatcher; commands: CommandService };
+  services: {
+    seal: SealService; identities: IdentityService; projects: ProjectService; secrets: SecretService; keyRotation: ProjectKeyRotation; audit: AuditBatcher; commands: CommandService;
+    targets: TargetService; policies: PolicyService; rotations: RotationService; engine: RotationEngine; scheduler: RotationScheduler; alerter: Alerter;
+  };
   /** Starts listening; resolves with the bound address. */
   listen(): Promise<{ host: string; port: number }>;
   /** Stops taking requests, drains, seals (zeroes keys) and closes connections. */
@@ -86,7 +98,8 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
   const seal = new SealService(pool, root, audit, chain, logger);
   const identities = new IdentityService(pool, chain, logger);
   const projects = new ProjectService(pool, keyring, chain, logger);
-  const secrets = new SecretService(pool, keyring, projects, audit, chain, logger);
+  const versionStore = new VersionStore(keyring);
+  const secrets = new SecretService(pool, keyring, projects, audit, chain, logger, versionStore);
   const keyRotation = new ProjectKeyRotation(pool, keyring, chain, logger);
   const nonces = new NonceStore(redis, config.redisPrefix, config.clockSkewMs * 2);
   const authenticator = new RequestAuthenticator(identities, nonces, config.clockSkewMs);
@@ -107,6 +120,22 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
   });
   identities.onDisabled((identityId) => void bus.announceDisabled(identityId));
   commands.onIssued((agentId) => void bus.announceCommand(agentId));
+
+  const alerter = new Alerter(config.rotation.alertWebhookUrl, logger);
+  const engine = new RotationEngine(pool, versionStore, commands, chain, root, alerter, logger,
+    { commandTimeoutMs: config.rotation.commandTimeoutMs, crashAt: config.rotation.crashAt }, (agentId) => commands.announce(agentId));
+  const targets = new TargetService(pool, projects, versionStore, commands, chain, logger, staleSeconds);
+  const policies = new PolicyService(pool, targets, chain, logger);
+  const rotations = new RotationService(pool, projects, targets, engine, chain, logger);
+  const scheduler = new RotationScheduler(pool, engine, root, logger, { redisUrl: config.redisUrl, redisPrefix: config.redisPrefix, sweepMs: config.rotation.sweepMs });
+  // A command result advances the run waiting for it at once (the sweep is the safety net).
+  hub.onCommandFinished((commandId) => {
+    void (async () => {
+      const runId = await runWaitingFor(pool, commandId);
+      if (runId !== null) await engine.advance(runId);
+      else await targets.recordPreflightResult(commandId);
+    })().catch((err: unknown) => logger.warn({ err, commandId }, 'could not act on a finished command; the sweep will'));
+  });
 
   const app = Fastify({
     loggerInstance: logger,
@@ -146,19 +175,22 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
   registerIdentityRoutes(kit, { identities, projects, serverPublicKey });
   registerAuditRoutes(kit, { pool, projects });
   registerAgentRoutes(kit, { pool, projects, commands, staleSeconds });
+  registerRotationRoutes(kit, { targets, policies, rotations });
   registerOpsRoutes(app, kit, { root, metrics, ready: async () => redis.status === 'ready' });
 
   return {
     app, pool, redis, root, hub,
-    services: { seal, identities, projects, secrets, keyRotation, audit, commands },
+    services: { seal, identities, projects, secrets, keyRotation, audit, commands, targets, policies, rotations, engine, scheduler, alerter },
     async listen() {
       await app.listen({ host: config.listenHost, port: config.listenPort });
       hub.attach(app.server, bus);
+      scheduler.start();
       const address = app.server.address();
       if (address === null || typeof address === 'string') throw new SikkerError('ERR_INTERNAL', 'server has no TCP address');
       return { host: address.address, port: address.port };
     },
     async close() {
+      await scheduler.close();
       await hub.close();
       bus.close();
       await app.close();

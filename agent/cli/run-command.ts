@@ -38,7 +38,7 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
   warnAboutMissingSinkDirectories(config, logger);
   client.start();
-  logger.info({ server: config.server, sinks: config.sinks.length }, 'agent running');
+  logger.info({ server: config.server, sinks: config.sinks.length, adminConnections: [...config.adminConnections.keys()] }, 'agent running');
   return waitForShutdown(client, config.shutdownGraceMs, logger);
 }
 
@@ -50,6 +50,9 @@ function createClient(config: AgentConfig, logger: Logger): HubClient {
     identity,
     journal,
     sinks: config.sinks,
+    adminConnections: config.adminConnections,
+    // Fault injection for the crash tests (test/e2e/rotation-crash.test.ts); never set in production.
+    crashAfterApply: process.env.SIKKER_AGENT_TEST_CRASH_AT === 'after-apply',
     logger,
     tls: { caCertPem: config.caCertPem, pinSha256: config.pinSha256, allowInsecureHttp: config.insecureHttp },
     heartbeatMs: config.heartbeatMs,

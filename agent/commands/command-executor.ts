@@ -21,8 +21,10 @@ export interface CommandExecutor {
   readonly kind: CommandKind;
   /**
    * Re-running after a crash in the middle leaves the same end state, so an accepted
-   * command without a result may simply be executed again at start. Kinds that change
-   * state outside the host (a password rotation) must be false and reconcile instead.
+   * command without a result may simply be executed again at start. Every kind so far
+   * is: a rotation apply sets the same password again (appliers are idempotent), and
+   * the control plane reconciles any outcome it cannot trust. A kind that is not
+   * idempotent is reported as interrupted instead of re-run.
    */
   readonly idempotent: boolean;
   /** Throws ERR_VALIDATION if the signed, non-secret payload is not this kind's shape. */

@@ -3,6 +3,7 @@ import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import { isLoopbackHost, normalisePin } from '../../shared/http-client/signed-client-options.js';
+import type { AdminCredentials } from '../appliers/target.js';
 import type { SinkConfig } from '../sinks/sink-config.js';
 
 /**
@@ -10,8 +11,10 @@ import type { SinkConfig } from '../sinks/sink-config.js';
  * refused (a typo should not silently fall back to a default). Durations become
  * milliseconds here and nowhere else.
  */
+const Name = z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, "_", "." and "-", 1–64 characters');
+
 const SinkSchema = z.object({
-  name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, "_", "." and "-", 1–64 characters'),
+  name: Name,
   path: z.string().max(1024).refine(isAbsolute, 'must be an absolute path'),
   format: z.enum(['raw', 'env', 'json']),
   envName: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'a shell variable name such as DATABASE_PASSWORD').optional(),
@@ -19,6 +22,20 @@ const SinkSchema = z.object({
   reloadCommand: z.array(z.string().min(1).max(4096)).min(1).max(32).optional(),
   reloadTimeoutSeconds: z.number().int().min(1).max(600).default(30),
 }).strict();
+
+/**
+ * A local admin login that targets name (`privilege.adminConnection`). The URL holds a
+ * password, so it is given inline or, better, in a file readable by the agent only;
+ * zod's messages for these fields never quote the value.
+ */
+const AdminConnectionSchema = z.object({
+  name: Name,
+  url: z.string().min(1).max(4096).optional(),
+  urlFile: z.string().max(1024).refine(isAbsolute, 'must be an absolute path').optional(),
+}).strict().refine((c) => (c.url === undefined) !== (c.urlFile === undefined), 'give exactly one of "url" and "urlFile"');
+
+/** Schemes an admin URL may use (the engine's own check follows when a target uses it). */
+const ADMIN_URL_PROTOCOLS = ['postgres:', 'postgresql:', 'mysql:', 'mariadb:', 'redis:', 'rediss:'];
 
 const ConfigSchema = z.object({
   server: z.string().refine((v) => /^https?:\/\/[^/?#]+\/?$/.test(v), 'must be an http:// or https:// origin, e.g. https://vault.example:8443'),
@@ -30,6 +47,7 @@ const ConfigSchema = z.object({
   insecureHttp: z.boolean().default(false),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   sinks: z.array(SinkSchema).max(64).default([]),
+  adminConnections: z.array(AdminConnectionSchema).max(64).default([]),
 }).strict();
 
 /** Configuration after validation: durations in ms, CA read, pin normalised. */
@@ -43,6 +61,8 @@ export interface AgentConfig {
   insecureHttp: boolean;
   logLevel: string;
   sinks: SinkConfig[];
+  /** Admin logins by name, URLs read from their files at load. Hold passwords: never log them. */
+  adminConnections: ReadonlyMap<string, AdminCredentials>;
 }
 
 /** Command-line values that take precedence over the file. */
@@ -87,7 +107,8 @@ export function compileAgentConfig(raw: unknown, source: string): AgentConfig {
   if (url.protocol === 'http:' && !c.insecureHttp && !isLoopbackHost(url.hostname)) {
     throw new SikkerError('ERR_CONFIG_INVALID', `config ${source}: server: plain http:// to ${url.host} is refused; use https:// or set "insecureHttp": true`);
   }
-  checkUniqueSinkNames(c.sinks.map((s) => s.name), source);
+  checkUniqueNames('sinks', c.sinks.map((s) => s.name), source);
+  checkUniqueNames('adminConnections', c.adminConnections.map((a) => a.name), source);
   return {
     server,
     stateDir: c.stateDir,
@@ -106,15 +127,51 @@ export function compileAgentConfig(raw: unknown, source: string): AgentConfig {
       reloadCommand: s.reloadCommand ?? null,
       reloadTimeoutMs: s.reloadTimeoutSeconds * 1000,
     })),
+    adminConnections: new Map(c.adminConnections.map((a, index) => [a.name, { url: adminUrl(a, index, source) }])),
   };
 }
 
-function checkUniqueSinkNames(names: string[], source: string): void {
+function checkUniqueNames(field: string, names: string[], source: string): void {
   const seen = new Set<string>();
   for (const [index, name] of names.entries()) {
-    if (seen.has(name)) throw new SikkerError('ERR_CONFIG_INVALID', `config ${source}: sinks.${index}.name: "${name}" is used twice`);
+    if (seen.has(name)) throw new SikkerError('ERR_CONFIG_INVALID', `config ${source}: ${field}.${index}.name: "${name}" is used twice`);
     seen.add(name);
   }
+}
+
+/**
+ * The admin URL, inline or read from `urlFile` (surrounding whitespace dropped), checked
+ * to be a URL with a database scheme. Messages name the field and the file, never the
+ * URL or the file's content, and carry no cause that could quote them.
+ */
+function adminUrl(connection: { url?: string | undefined; urlFile?: string | undefined }, index: number, source: string): string {
+  const field = `config ${source}: adminConnections.${index}`;
+  const url = connection.urlFile === undefined ? connection.url ?? '' : readAdminUrlFile(connection.urlFile, field);
+  const where = connection.urlFile === undefined ? `${field}.url` : `${field}.urlFile: the URL in ${connection.urlFile}`;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    // the URL holds a password: say only that it is malformed, with no cause that could quote it
+    throw new SikkerError('ERR_CONFIG_INVALID', `${where} is not a valid URL`);
+  }
+  if (!ADMIN_URL_PROTOCOLS.includes(parsed.protocol)) {
+    throw new SikkerError('ERR_CONFIG_INVALID', `${where} must start with ${ADMIN_URL_PROTOCOLS.map((p) => `${p}//`).join(', ')}`);
+  }
+  return url;
+}
+
+function readAdminUrlFile(file: string, field: string): string {
+  let url: string;
+  try {
+    url = readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    // a read error's message names the path and the errno, never the content
+    throw new SikkerError('ERR_CONFIG_INVALID', `${field}.urlFile: ${file} cannot be read`, { cause: err });
+  }
+  if (url === '') throw new SikkerError('ERR_CONFIG_INVALID', `${field}.urlFile: ${file} is empty`);
+  if (url.length > 4096) throw new SikkerError('ERR_CONFIG_INVALID', `${field}.urlFile: ${file} holds more than 4096 characters`);
+  return url;
 }
 
 function readCaCert(file: string, source: string): string {

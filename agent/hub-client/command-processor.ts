@@ -156,9 +156,7 @@ export class CommandProcessor {
         log.info('re-running a command interrupted by a restart');
         this.#enqueue(entry.envelope);
       } else {
-        // Non-idempotent kinds (password rotation) must not simply run again: they have to
-        // reconcile — ask the target which credential is live — and report that instead.
-        // Until such a kind exists, report the interruption and let the control plane decide.
+        // A kind that cannot simply run again is reported as interrupted; the control plane decides.
         this.#finish(entry.commandId, entry.kind, failure(new SikkerError('ERR_AGENT_STATE', 'the command was interrupted by a restart and cannot be re-run safely')), log);
       }
     }

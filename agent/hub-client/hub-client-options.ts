@@ -3,6 +3,8 @@ import { SikkerError } from '../../shared/errors/sikker-error.js';
 import { isLoopbackHost, normalisePin } from '../../shared/http-client/signed-client-options.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import { AGENT_CONNECT_PATH } from '../../shared/protocol/agent-messages.js';
+import type { AdminCredentials } from '../appliers/target.js';
+import type { ApplierFactory } from '../commands/rotation-context.js';
 import type { CommandJournal } from '../journal/command-journal.js';
 import type { SinkConfig } from '../sinks/sink-config.js';
 
@@ -25,6 +27,12 @@ export interface HubClientOptions {
   identity: AgentIdentity;
   journal: CommandJournal;
   sinks?: readonly SinkConfig[];
+  /** Local admin logins that rotation targets name (`privilege.adminConnection`). Default: none. */
+  adminConnections?: ReadonlyMap<string, AdminCredentials>;
+  /** Tests only: builds the appliers instead of the real factory (fault injection). */
+  createApplier?: ApplierFactory | undefined;
+  /** Tests only: see RotationExecutorDeps.crashAfterApply. */
+  crashAfterApply?: boolean | undefined;
   logger: Logger;
   tls?: {
     /** PEM of the CA (or self-signed certificate) to trust instead of the system roots. */

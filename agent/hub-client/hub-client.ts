@@ -4,9 +4,14 @@ import type * as ExponentialBackoff from 'exponential-backoff';
 import type WebSocket from 'ws';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
+import { createApplyExecutor } from '../commands/apply-command.js';
+import { createCheckExecutor } from '../commands/check-command.js';
 import { createDeliverExecutor } from '../commands/deliver-command.js';
 import type { CommandExecutor } from '../commands/command-executor.js';
+import { createPreflightExecutor } from '../commands/preflight-command.js';
 import { createProbeExecutor } from '../commands/probe-command.js';
+import { createRevokeExecutor } from '../commands/revoke-command.js';
+import type { RotationExecutorDeps } from '../commands/rotation-context.js';
 import { agentVersion } from '../version.js';
 import { CommandProcessor, type CommandDecision, type CommandFinished } from './command-processor.js';
 import { compileHubClientOptions, type CompiledHubClientOptions, type HubClientOptions } from './hub-client-options.js';
@@ -69,9 +74,20 @@ export class HubClient extends EventEmitter<HubClientEvents> {
     this.#compiled = compileHubClientOptions(options);
     this.#logger = options.logger.child({ agentId: options.identity.identityId });
     const version = options.agentVersion ?? agentVersion();
+    const rotation: RotationExecutorDeps = {
+      agentId: options.identity.identityId,
+      boxPrivateKey: options.identity.boxPrivateKey,
+      adminConnections: options.adminConnections ?? new Map(),
+      createApplier: options.createApplier,
+      crashAfterApply: options.crashAfterApply,
+    };
     const executors: CommandExecutor[] = [
       createProbeExecutor(version),
       createDeliverExecutor({ agentId: options.identity.identityId, boxPrivateKey: options.identity.boxPrivateKey, sinks: options.sinks ?? [] }),
+      createPreflightExecutor(rotation),
+      createApplyExecutor(rotation),
+      createCheckExecutor(rotation),
+      createRevokeExecutor(rotation),
     ];
     this.#processor = new CommandProcessor({
       agentId: options.identity.identityId,

@@ -9,12 +9,13 @@ import type { AuthIdentity } from '../identity/identity-types.js';
  */
 export type Action =
   | 'secret.read' | 'secret.write' | 'secret.list' | 'secret.grant'
-  | 'token.create' | 'project.rotate-key' | 'audit.read' | 'agent.read' | 'agent.command';
+  | 'token.create' | 'project.rotate-key' | 'audit.read' | 'agent.read' | 'agent.command'
+  | 'target.read' | 'target.write' | 'rotation.run';
 
 const ROLE_ACTIONS: Record<Role, ReadonlySet<Action>> = {
-  admin: new Set<Action>(['secret.read', 'secret.write', 'secret.list', 'secret.grant', 'token.create', 'project.rotate-key', 'audit.read', 'agent.read', 'agent.command']),
-  dba: new Set<Action>(['secret.read', 'secret.write', 'secret.list', 'audit.read', 'agent.read', 'agent.command']),
-  oncall: new Set<Action>(['secret.read', 'secret.list', 'audit.read', 'agent.read', 'agent.command']),
+  admin: new Set<Action>(['secret.read', 'secret.write', 'secret.list', 'secret.grant', 'token.create', 'project.rotate-key', 'audit.read', 'agent.read', 'agent.command', 'target.read', 'target.write', 'rotation.run']),
+  dba: new Set<Action>(['secret.read', 'secret.write', 'secret.list', 'audit.read', 'agent.read', 'agent.command', 'target.read', 'target.write', 'rotation.run']),
+  oncall: new Set<Action>(['secret.read', 'secret.list', 'audit.read', 'agent.read', 'agent.command', 'target.read', 'rotation.run']),
   reader: new Set<Action>(['secret.read', 'secret.list']),
   agent: new Set<Action>(['secret.read', 'secret.list']),
 };

@@ -8,6 +8,8 @@ import { registerOperatorCommands } from './operator-commands.js';
 import { Output } from './output.js';
 import { registerProjectCommands } from './project-commands.js';
 import { registerSecretCommands } from './secret-commands.js';
+import { registerRotationCommands } from './rotation-commands.js';
+import { registerTargetCommands } from './target-commands.js';
 
 export type { CliIo } from './cli-context.js';
 
@@ -31,6 +33,8 @@ function buildProgram(ctx: CliContext): Command {
   registerIdentityCommands(program, ctx);
   registerAuditCommands(program, ctx);
   registerAgentCommands(program, ctx);
+  registerTargetCommands(program, ctx);
+  registerRotationCommands(program, ctx);
   return program;
 }
 

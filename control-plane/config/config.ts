@@ -23,6 +23,11 @@ const EnvSchema = z.object({
   SIKKER_TRUSTED_PROXIES: z.string().max(2000).default('').refine((v) => v === '' || v.split(',').every((p) => isIP(p.trim().split('/')[0] ?? '') !== 0), 'a comma-separated list of proxy addresses or CIDRs'),
   SIKKER_ALLOW_REMOTE_INIT: z.enum(['true', 'false']).default('false'),
   SIKKER_REPLICA_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
+  SIKKER_ALERT_WEBHOOK_URL: z.string().max(2000).regex(/^https?:\/\/[^\s]+$/, 'must be an http:// or https:// URL').optional(),
+  SIKKER_ROTATION_SWEEP_MS: z.coerce.number().int().min(50).max(60_000).default(500),
+  SIKKER_ROTATION_COMMAND_SECONDS: z.coerce.number().int().min(5).max(3600).default(120),
+  /** Tests only: kill this process (SIGKILL) at a named point of a rotation run. */
+  SIKKER_TEST_CRASH_AT: z.enum(['after-pending', 'before-commit']).optional(),
 });
 
 export interface ControlPlaneConfig {
@@ -44,6 +49,15 @@ export interface ControlPlaneConfig {
   agentHeartbeatMs: number;
   /** Records between signed audit checkpoints. */
   auditCheckpointEvery: number;
+  rotation: {
+    /** Where parked runs and other alerts are POSTed (JSON, no secrets); none: logged only. */
+    alertWebhookUrl: string | null;
+    /** How often the BullMQ job scheduler runs the sweep (due policies, stalled runs). */
+    sweepMs: number;
+    /** How long an agent has to answer a rotation command before the run is reconciled. */
+    commandTimeoutMs: number;
+    crashAt: 'after-pending' | 'before-commit' | null;
+  };
 }
 
 /** Parses and checks the environment. Throws ERR_CONFIG_INVALID naming every bad variable (values never echoed). */
@@ -83,5 +97,11 @@ export function loadConfig(env: Record<string, string | undefined>): ControlPlan
     agentHeartbeatMs: c.SIKKER_AGENT_HEARTBEAT_SECONDS * 1000,
     trustedProxies: c.SIKKER_TRUSTED_PROXIES === '' ? [] : c.SIKKER_TRUSTED_PROXIES.split(',').map((p) => p.trim()),
     allowRemoteInit: c.SIKKER_ALLOW_REMOTE_INIT === 'true',
+    rotation: {
+      alertWebhookUrl: c.SIKKER_ALERT_WEBHOOK_URL ?? null,
+      sweepMs: c.SIKKER_ROTATION_SWEEP_MS,
+      commandTimeoutMs: c.SIKKER_ROTATION_COMMAND_SECONDS * 1000,
+      crashAt: c.SIKKER_TEST_CRASH_AT ?? null,
+    },
   };
 }

@@ -4,6 +4,7 @@ import type { Logger } from '../../shared/logging/logger.js';
 
 const STATUS: Partial<Record<ErrorCode, number>> = {
   ERR_VALIDATION: 400,
+  ERR_POLICY_INVALID: 400,
   ERR_VAULT_SHARE_INVALID: 400,
   ERR_VAULT_UNSEAL_FAILED: 400,
   ERR_AUTH_MISSING: 401,
@@ -18,6 +19,8 @@ const STATUS: Partial<Record<ErrorCode, number>> = {
   ERR_AUTH_FORBIDDEN: 403,
   ERR_NOT_FOUND: 404,
   ERR_CONFLICT: 409,
+  ERR_PREFLIGHT_FAILED: 409,
+  ERR_ROTATION_IN_FLIGHT: 409,
   ERR_VAULT_ALREADY_INITIALISED: 409,
   ERR_VAULT_NOT_INITIALISED: 503,
   ERR_VAULT_SEALED: 503,

@@ -29,7 +29,7 @@ export async function nextGeneration(client: PoolClient, agentId: string): Promi
   return row === undefined ? null : { generation: Number(row.generation), boxPublicKey: row.box_public_key };
 }
 
-export async function insertCommand(client: PoolClient, c: { commandId: string; agentId: string; generation: number; kind: string; payload: Record<string, unknown>; sealed: Buffer | null; issuedBy: string; expiresAt: Date }): Promise<void> {
+export async function insertCommand(client: PoolClient, c: { commandId: string; agentId: string; generation: number; kind: string; payload: Record<string, unknown>; sealed: Buffer | null; issuedBy: string | null; expiresAt: Date }): Promise<void> {
   await client.query(
     `INSERT INTO agent_commands (command_id, agent_id, generation, kind, payload, sealed, state, issued_by, expires_at)
      VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)`,

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Pool } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { sealTo, importBoxPublicKey } from '../../shared/crypto/sealed-box.js';
 import { zero } from '../../shared/crypto/aead.js';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
@@ -58,7 +58,6 @@ export class CommandService {
     requireProjectAction(caller, request.kind === 'secret.deliver' ? 'secret.grant' : 'agent.command', agent.project_id);
     if (agent.disabled_at !== null) throw new SikkerError('ERR_CONFLICT', 'this agent is disabled');
     const commandId = randomUUID();
-    const expiresAt = new Date(Date.now() + ttlMs);
     let plaintext: Buffer | null = null;
     let payload: Record<string, unknown> = {};
     let audit: { secretId: string | null; secretVersion: number | null } = { secretId: null, secretVersion: null };
@@ -68,32 +67,52 @@ export class CommandService {
       }
       const secret = await this.secrets.decryptForDelivery(agent.project_name, request.secret, request.version);
       plaintext = secret.plaintext;
-      // sealed box = value + 60 bytes, then base64: it must fit one agent frame or it could never be delivered.
-      if (Math.ceil((plaintext.length + 60) / 3) * 4 + ENVELOPE_OVERHEAD_BYTES > MAX_MESSAGE_BYTES) {
+      try {
+        assertDeliverable(plaintext.length);
+      } catch (err) {
         zero(plaintext);
-        throw new SikkerError('ERR_VALIDATION', `this secret is too large to deliver to an agent (at most about ${Math.floor(((MAX_MESSAGE_BYTES - ENVELOPE_OVERHEAD_BYTES) / 4) * 3) - 60} bytes)`);
+        throw err;
       }
       payload = { sink: request.sink, project: agent.project_name, secret: request.secret, version: secret.version };
       audit = { secretId: secret.secretId, secretVersion: secret.version };
     }
     try {
       const issued = await withTransaction(this.pool, this.logger, async (client) => {
-        const next = await nextGeneration(client, agentId);
-        if (next === null) throw new SikkerError('ERR_NOT_FOUND', 'no such agent');
-        const sealed = plaintext === null ? null : sealTo(importBoxPublicKey(next.boxPublicKey), plaintext, { commandId, agentId });
-        await insertCommand(client, { commandId, agentId, generation: next.generation, kind: request.kind, payload, sealed, issuedBy: caller.identityId, expiresAt });
+        const command = await this.insertWithin(client, { agentId, kind: request.kind, payload, plaintext, issuedBy: caller.identityId, ttlMs, commandId });
         await this.chain.append(client, [{
           identityId: caller.identityId, sourceIp, action: request.kind === 'secret.deliver' ? 'secret.deliver' : 'agent.command',
           projectId: agent.project_id, secretId: audit.secretId, secretVersion: audit.secretVersion, outcome: 'issued',
           detail: { agent: agentId, commandId, kind: request.kind },
         }]);
-        return { commandId, generation: next.generation, expiresAt };
+        return command;
       });
-      for (const listener of this.issuedListeners) listener(agentId);
+      this.announce(agentId);
       return issued;
     } finally {
       zero(plaintext);
     }
+  }
+
+  /**
+   * Stores a command inside the caller's transaction (the caller audits it there) and
+   * seals `plaintext` to the agent's key. Call {@link announce} after the commit. The
+   * caller owns and zeroes `plaintext`. Throws ERR_NOT_FOUND for an unknown agent and
+   * ERR_VALIDATION when the sealed value could never fit one agent frame.
+   */
+  async insertWithin(client: PoolClient, c: { agentId: string; kind: CommandKind; payload: Record<string, unknown>; plaintext: Buffer | null; issuedBy: string | null; ttlMs: number; commandId?: string }): Promise<IssuedCommand> {
+    if (c.plaintext !== null) assertDeliverable(c.plaintext.length);
+    const commandId = c.commandId ?? randomUUID();
+    const expiresAt = new Date(Date.now() + c.ttlMs);
+    const next = await nextGeneration(client, c.agentId);
+    if (next === null) throw new SikkerError('ERR_NOT_FOUND', 'no such agent');
+    const sealed = c.plaintext === null ? null : sealTo(importBoxPublicKey(next.boxPublicKey), c.plaintext, { commandId, agentId: c.agentId });
+    await insertCommand(client, { commandId, agentId: c.agentId, generation: next.generation, kind: c.kind, payload: c.payload, sealed, issuedBy: c.issuedBy, expiresAt });
+    return { commandId, generation: next.generation, expiresAt };
+  }
+
+  /** Tells the replica holding the agent's socket that it has a command (after the commit). */
+  announce(agentId: string): void {
+    for (const listener of this.issuedListeners) listener(agentId);
   }
 
   /** The signed envelope for a stored command. Throws ERR_VAULT_SEALED while the signing key is not in memory. */
@@ -106,5 +125,12 @@ export class CommandService {
       sealed: row.sealed === null ? null : row.sealed.toString('base64'),
     };
     return { envelope, signature: signCommand(signer.key, envelope) };
+  }
+}
+
+/** Sealed box = value + 60 bytes, then base64: it must fit one agent frame or it could never be delivered. */
+function assertDeliverable(valueBytes: number): void {
+  if (Math.ceil((valueBytes + 60) / 3) * 4 + ENVELOPE_OVERHEAD_BYTES > MAX_MESSAGE_BYTES) {
+    throw new SikkerError('ERR_VALIDATION', `this secret is too large to deliver to an agent (at most about ${Math.floor(((MAX_MESSAGE_BYTES - ENVELOPE_OVERHEAD_BYTES) / 4) * 3) - 60} bytes)`);
   }
 }

@@ -46,12 +46,22 @@ export class HubServer {
   private readonly timers: NodeJS.Timeout[] = [];
   private bus: CommandBus | null = null;
   private readonly trust: ((addr: string, i: number) => boolean) | null;
+  private readonly finishedListeners: Array<(commandId: string) => void> = [];
 
   constructor(
     private readonly deps: { pool: Pool; authenticator: RequestAuthenticator; audit: AuditBatcher; root: RootKeyHolder; commands: CommandService; logger: Logger },
     private readonly options: HubOptions,
   ) {
     this.trust = (options.trustedProxies ?? []).length > 0 ? proxyaddr.compile(options.trustedProxies ?? []) : null;
+  }
+
+  /** Called after a command's final state (result, or refusal by the agent) is recorded on this replica. */
+  onCommandFinished(listener: (commandId: string) => void): void {
+    this.finishedListeners.push(listener);
+  }
+
+  private commandFinished(commandId: string): void {
+    for (const listener of this.finishedListeners) listener(commandId);
   }
 
   get connectedCount(): number {
@@ -208,7 +218,9 @@ export class HubServer {
         // The agent could not journal it (disk full, …): leave it open, the sweep sends it again.
         if (RETRYABLE_REFUSALS.has(m.code)) return;
         const state = m.code === 'ERR_COMMAND_EXPIRED' ? 'expired' : 'rejected';
-        if (/^[0-9a-f-]{36}$/.test(m.commandId)) await completeCommand(pool, conn.agentId, m.commandId, state, null, { code: m.code, message: m.message });
+        if (/^[0-9a-f-]{36}$/.test(m.commandId) && await completeCommand(pool, conn.agentId, m.commandId, state, null, { code: m.code, message: m.message })) {
+          this.commandFinished(m.commandId);
+        }
         return;
       }
     }
@@ -219,6 +231,7 @@ export class HubServer {
     const changed = await completeCommand(this.deps.pool, conn.agentId, r.commandId, r.outcome, r.result, r.error, { evenIfExpired: true });
     if (changed) {
       log.info({ commandId: r.commandId, outcome: r.outcome }, 'command finished');
+      this.commandFinished(r.commandId);
       await this.deps.audit.append({ identityId: conn.agentId, sourceIp: conn.remoteAddress, action: 'agent.command.result', outcome: r.outcome, detail: { commandId: r.commandId, code: r.error?.code ?? null } });
     }
     conn.send({ type: 'result-ack', commandId: r.commandId });

@@ -1,6 +1,5 @@
-import { randomUUID } from 'node:crypto';
-import type { Pool, PoolClient } from 'pg';
-import { open, seal, zero } from '../../shared/crypto/aead.js';
+import type { Pool } from 'pg';
+import { open, zero } from '../../shared/crypto/aead.js';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import type { AuditChainWriter } from '../audit/audit-appender.js';
@@ -9,6 +8,7 @@ import { needsSecretGrant, requireProjectAction, rolesAllowing } from '../auth/a
 import { withTransaction } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import type { Keyring } from './keyring.js';
+import type { VersionStore } from './version-store.js';
 import type { ProjectService } from './project-service.js';
 import { findSecretId, findSecretVersion, hasSecretGrant, listSecretsOfProject, listVersions, type SecretVersionRow } from './vault-dal.js';
 
@@ -35,6 +35,7 @@ export class SecretService {
     private readonly audit: AuditBatcher,
     private readonly chain: AuditChainWriter,
     private readonly logger: Logger,
+    private readonly versions_: VersionStore,
   ) {}
 
   /**
@@ -58,22 +59,11 @@ export class SecretService {
     }
   }
 
-  private async putOnce(caller: AuthIdentity, sourceIp: string, project: { project_id: string; current_key_version: number }, name: string, plaintext: Buffer, label: WritableLabel): Promise<{ secretId: string; version: number }> {
+  private async putOnce(caller: AuthIdentity, sourceIp: string, project: { project_id: string }, name: string, plaintext: Buffer, label: WritableLabel): Promise<{ secretId: string; version: number }> {
     return withTransaction(this.pool, this.logger, async (client) => {
-      // FOR SHARE: a project key rotation starting now waits, so no data key lands on a retired version.
-      const keyVersion = (await client.query<{ current_key_version: number }>('SELECT current_key_version FROM projects WHERE project_id = $1 FOR SHARE', [project.project_id])).rows[0]?.current_key_version ?? project.current_key_version;
-      const { secretId, dataKey } = await this.lockOrCreateSecret(client, project.project_id, keyVersion, name);
+      const { secretId, dataKey } = await this.versions_.lockOrCreateSecret(client, project.project_id, name);
       try {
-        const version = ((await client.query<{ max: number | null }>('SELECT max(version) AS max FROM secret_versions WHERE secret_id = $1', [secretId])).rows[0]?.max ?? 0) + 1;
-        const ciphertext = seal(dataKey, 1, plaintext, { purpose: 'secret-value', projectId: project.project_id, secretId, secretVersion: version });
-        if (label === 'current') {
-          await client.query("UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'previous'", [secretId]);
-          await client.query("UPDATE secret_versions SET label = 'previous' WHERE secret_id = $1 AND label = 'current'", [secretId]);
-        } else {
-          await client.query("UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'pending'", [secretId]);
-        }
-        await client.query('INSERT INTO secret_versions (secret_id, version, ciphertext, label, created_by) VALUES ($1, $2, $3, $4, $5)',
-          [secretId, version, ciphertext, label, caller.identityId]);
+        const version = await this.versions_.addVersion(client, { projectId: project.project_id, secretId, dataKey, plaintext, label, dbUser: null, createdBy: caller.identityId });
         await this.chain.append(client, [{
           identityId: caller.identityId, sourceIp, action: 'secret.write', projectId: project.project_id, secretId, secretVersion: version, outcome: 'success', detail: { name, label },
         }]);
@@ -82,26 +72,6 @@ export class SecretService {
         zero(dataKey);
       }
     });
-  }
-
-  private async lockOrCreateSecret(client: PoolClient, projectId: string, keyVersion: number, name: string): Promise<{ secretId: string; dataKey: Buffer }> {
-    const existing = (await client.query<{ secret_id: string; wrapped_data_key: Buffer }>(
-      'SELECT secret_id, wrapped_data_key FROM secrets WHERE project_id = $1 AND name = $2 FOR UPDATE', [projectId, name],
-    )).rows[0];
-    if (existing !== undefined) {
-      return { secretId: existing.secret_id, dataKey: await this.keyring.dataKey(client, projectId, existing.secret_id, existing.wrapped_data_key) };
-    }
-    const secretId = randomUUID();
-    const { dataKey, wrapped } = await this.keyring.newDataKey(client, projectId, secretId, keyVersion);
-    const inserted = await client.query(
-      'INSERT INTO secrets (secret_id, project_id, name, wrapped_data_key, data_key_version) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, name) DO NOTHING',
-      [secretId, projectId, name, wrapped, keyVersion],
-    );
-    if (inserted.rowCount !== 1) {
-      zero(dataKey);
-      throw new SikkerError('ERR_CONFLICT', 'the secret was created concurrently; retry', { retryable: true });
-    }
-    return { secretId, dataKey };
   }
 
   /**

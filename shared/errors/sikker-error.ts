@@ -91,6 +91,10 @@ export const ERROR_CODES = {
   ERR_APPLIER_REVOKE_CURRENT: 'refusing to revoke the password that is current',
   ERR_APPLIER_CLOSED: 'applier is closed',
   ERR_APPLIER_FAILED: 'database operation failed',
+  ERR_ROTATION_VERIFY_FAILED: 'the new password did not log in; the previous one was kept',
+  ERR_ROTATION_IN_FLIGHT: 'a rotation of this target is already in flight',
+  ERR_PREFLIGHT_FAILED: 'the target failed its preflight',
+  ERR_POLICY_INVALID: 'the rotation policy is invalid',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

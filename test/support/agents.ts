@@ -1,3 +1,5 @@
+import type { AdminCredentials } from '../../agent/appliers/target.js';
+import type { ApplierFactory } from '../../agent/commands/rotation-context.js';
 import { randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
 import { HubClient } from '../../agent/hub-client/hub-client.js';
@@ -44,9 +46,13 @@ export async function insertAgents(pool: Pool, projectName: string, count: numbe
 const quietLogger: Logger = createLogger({ name: 'test-agent', level: 'silent' });
 
 /** An in-process agent (the real HubClient) with an in-memory journal. */
-export function startAgent(serverUrl: string, identity: AgentIdentity, options: { sinks?: SinkConfig[]; startingDelayMs?: number; maxDelayMs?: number; heartbeatMs?: number; logger?: Logger } = {}): HubClient {
+export function startAgent(serverUrl: string, identity: AgentIdentity, options: {
+  sinks?: SinkConfig[]; startingDelayMs?: number; maxDelayMs?: number; heartbeatMs?: number; logger?: Logger;
+  adminConnections?: ReadonlyMap<string, AdminCredentials>; createApplier?: ApplierFactory;
+} = {}): HubClient {
   const client = new HubClient({
     serverUrl, identity, journal: new MemoryCommandJournal(), logger: options.logger ?? quietLogger, sinks: options.sinks ?? [],
+    adminConnections: options.adminConnections ?? new Map(), createApplier: options.createApplier,
     backoff: { startingDelayMs: options.startingDelayMs ?? 200, maxDelayMs: options.maxDelayMs ?? 1000 },
     ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
   });

@@ -66,3 +66,77 @@ t.test('agent config – file errors name the file; command-line values override
   t.equal(c.server, 'https://other.example');
   t.equal(c.stateDir, '/srv/state');
 });
+
+t.test('agent config – admin connections: inline url and urlFile, by name', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sikker-agent-admin-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'pg-admin.url');
+  writeFileSync(file, 'postgres://admin:s3cret@db.internal:5432/postgres\n', { mode: 0o600 });
+  const c = compileAgentConfig({
+    ...base,
+    adminConnections: [
+      { name: 'pg-main', urlFile: file },
+      { name: 'cache', url: 'redis://rotator:pw@127.0.0.1:6379' },
+    ],
+  }, 'c');
+  t.same([...c.adminConnections.entries()], [
+    ['pg-main', { url: 'postgres://admin:s3cret@db.internal:5432/postgres' }],
+    ['cache', { url: 'redis://rotator:pw@127.0.0.1:6379' }],
+  ], 'the file is read at load, surrounding whitespace dropped');
+  t.equal(compileAgentConfig(base, 'c').adminConnections.size, 0, 'none by default');
+});
+
+t.test('agent config – admin connections: each bad entry is named', async (t) => {
+  const url = 'mysql://root:pw@127.0.0.1:3306';
+  const cases: [unknown, RegExp][] = [
+    [[{ name: 'a', url, urlFile: '/etc/sikker/a.url' }], /adminConnections\.0: give exactly one of "url" and "urlFile"/],
+    [[{ name: 'a' }], /adminConnections\.0: give exactly one of "url" and "urlFile"/],
+    [[{ name: 'a', url }, { name: 'a', url }], /adminConnections\.1\.name: "a" is used twice/],
+    [[{ name: 'bad name', url }], /adminConnections\.0\.name/],
+    [[{ name: 'a', urlFile: 'relative.url' }], /adminConnections\.0\.urlFile: must be an absolute path/],
+    [[{ name: 'a', url: 'x'.repeat(4097) }], /adminConnections\.0\.url/],
+    [[{ name: 'a', url, colour: 'blue' }], /adminConnections\.0/],
+    [Array.from({ length: 65 }, (_, i) => ({ name: `a${i}`, url })), /adminConnections/],
+  ];
+  for (const [adminConnections, message] of cases) {
+    t.throws(() => compileAgentConfig({ ...base, adminConnections }, 'agent.json'), { code: 'ERR_CONFIG_INVALID', message }, String(message));
+  }
+});
+
+t.test('agent config – admin connections: an unreadable or empty urlFile is named', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sikker-agent-admin-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const missing = join(dir, 'missing.url');
+  t.throws(() => compileAgentConfig({ ...base, adminConnections: [{ name: 'a', urlFile: missing }] }, 'c'), {
+    code: 'ERR_CONFIG_INVALID',
+    message: `config c: adminConnections.0.urlFile: ${missing} cannot be read`,
+  });
+  t.throws(() => compileAgentConfig({ ...base, adminConnections: [{ name: 'a', urlFile: dir }] }, 'c'), { message: /urlFile: .* cannot be read/ }, 'a directory');
+  const empty = join(dir, 'empty.url');
+  writeFileSync(empty, '\n');
+  t.throws(() => compileAgentConfig({ ...base, adminConnections: [{ name: 'a', urlFile: empty }] }, 'c'), { message: `config c: adminConnections.0.urlFile: ${empty} is empty` });
+});
+
+t.test('agent config – admin connections: the URL is never echoed', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sikker-agent-admin-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const token = 'CANARYpw9f3a';
+  const file = join(dir, 'bad.url');
+  writeFileSync(file, `https://admin:${token}@db:5432/x`);
+  const attempts: [unknown, RegExp][] = [
+    [{ name: 'a', url: `not a url ${token}` }, /adminConnections\.0\.url is not a valid URL/],
+    [{ name: 'a', url: `http://admin:${token}@db:5432/x` }, /adminConnections\.0\.url must start with postgres:\/\//],
+    [{ name: 'a', url: `${token}`.repeat(400) }, /adminConnections\.0\.url/],
+    [{ name: 'a', urlFile: file }, /adminConnections\.0\.urlFile: the URL in .*bad\.url must start with/],
+  ];
+  for (const [entry, message] of attempts) {
+    try {
+      compileAgentConfig({ ...base, adminConnections: [entry] }, 'c');
+      t.fail('should throw');
+    } catch (err) {
+      t.match(err, { code: 'ERR_CONFIG_INVALID', message }, String(message));
+      const rendered = `${String(err)} ${JSON.stringify(err)} ${String((err as Error).cause)} ${(err as Error).stack ?? ''}`;
+      t.notOk(rendered.includes(token), 'the URL is not in the message, stack, cause or details');
+    }
+  }
+});

@@ -1,0 +1,174 @@
+import type { Queryable } from '../db/queryable.js';
+import type { PolicySpec } from '../../shared/protocol/rotation-api.js';
+import type { TargetSpec } from '../../shared/protocol/rotation-commands.js';
+
+export interface TargetRow {
+  target_id: string;
+  project_id: string;
+  project_name: string;
+  name: string;
+  secret_id: string;
+  secret_name: string;
+  agent_id: string;
+  spec: TargetSpec;
+  alternate_user: string | null;
+  sinks: string[];
+  preflight_ok: boolean;
+  preflight: Record<string, unknown> | null;
+  preflight_at: Date | null;
+  created_at: Date;
+  current_version: number | null;
+  current_user: string | null;
+}
+
+const TARGET_SELECT = `
+  SELECT t.*, p.name AS project_name, s.name AS secret_name,
+         v.version AS current_version, v.db_user AS current_user
+    FROM targets t
+    JOIN projects p ON p.project_id = t.project_id
+    JOIN secrets s ON s.secret_id = t.secret_id
+    LEFT JOIN secret_versions v ON v.secret_id = t.secret_id AND v.label = 'current'`;
+
+export async function findTarget(db: Queryable, projectId: string, name: string): Promise<TargetRow | null> {
+  return (await db.query<TargetRow>(`${TARGET_SELECT} WHERE t.project_id = $1 AND t.name = $2`, [projectId, name])).rows[0] ?? null;
+}
+
+export async function findTargetById(db: Queryable, targetId: string): Promise<TargetRow | null> {
+  return (await db.query<TargetRow>(`${TARGET_SELECT} WHERE t.target_id = $1`, [targetId])).rows[0] ?? null;
+}
+
+export async function listTargets(db: Queryable, projectId: string): Promise<TargetRow[]> {
+  return (await db.query<TargetRow>(`${TARGET_SELECT} WHERE t.project_id = $1 ORDER BY t.name`, [projectId])).rows;
+}
+
+export interface PolicyRow {
+  target_id: string;
+  spec: PolicySpec;
+  state: 'active' | 'paused';
+  next_run_at: Date | null;
+  last_run_at: Date | null;
+  updated_at: Date;
+}
+
+export async function findPolicy(db: Queryable, targetId: string): Promise<PolicyRow | null> {
+  return (await db.query<PolicyRow>('SELECT * FROM policies WHERE target_id = $1', [targetId])).rows[0] ?? null;
+}
+
+export async function upsertPolicy(db: Queryable, p: { targetId: string; spec: PolicySpec; state: 'active' | 'paused'; nextRunAt: Date | null; updatedBy: string }): Promise<void> {
+  await db.query(
+    `INSERT INTO policies (target_id, spec, state, next_run_at, updated_by) VALUES ($1, $2, $3, $4, $5)
+     ON CONFLICT (target_id) DO UPDATE SET spec = EXCLUDED.spec, state = EXCLUDED.state, next_run_at = EXCLUDED.next_run_at,
+                                           updated_by = EXCLUDED.updated_by, updated_at = now()`,
+    [p.targetId, JSON.stringify(p.spec), p.state, p.nextRunAt, p.updatedBy],
+  );
+}
+
+export type RunState = 'created' | 'pending' | 'dispatched' | 'uncertain' | 'committed' | 'revoking' | 'done' | 'failed' | 'parked';
+
+export interface RunRow {
+  run_id: string;
+  target_id: string;
+  project_id: string;
+  trigger: 'schedule' | 'manual' | 'leak';
+  scheduled_for: Date | null;
+  state: RunState;
+  holds_target: boolean;
+  strategy: 'replace' | 'dual' | 'alternate';
+  grace_seconds: number;
+  db_user: string;
+  attempt: number;
+  max_attempts: number;
+  failures: number;
+  pending_version: number | null;
+  previous_version: number | null;
+  command_id: string | null;
+  next_action_at: Date | null;
+  error_code: string | null;
+  error_message: string | null;
+  requested_by: string | null;
+  created_at: Date;
+  committed_at: Date | null;
+  finished_at: Date | null;
+  updated_at: Date;
+}
+
+export interface NewRun {
+  runId: string;
+  targetId: string;
+  projectId: string;
+  trigger: RunRow['trigger'];
+  scheduledFor: Date | null;
+  strategy: RunRow['strategy'];
+  graceSeconds: number;
+  dbUser: string;
+  maxAttempts: number;
+  previousVersion: number | null;
+  requestedBy: string | null;
+}
+
+/** Inserts a run unless one already holds the target; returns false then (the one-run-per-target rule). */
+export async function insertRun(db: Queryable, r: NewRun): Promise<boolean> {
+  const inserted = await db.query(
+    `INSERT INTO rotation_runs (run_id, target_id, project_id, trigger, scheduled_for, state, strategy, grace_seconds, db_user, max_attempts, previous_version, requested_by, next_action_at)
+     VALUES ($1, $2, $3, $4, $5, 'created', $6, $7, $8, $9, $10, $11, now())
+     ON CONFLICT (target_id) WHERE holds_target DO NOTHING`,
+    [r.runId, r.targetId, r.projectId, r.trigger, r.scheduledFor, r.strategy, r.graceSeconds, r.dbUser, r.maxAttempts, r.previousVersion, r.requestedBy],
+  );
+  return inserted.rowCount === 1;
+}
+
+export async function openRunOf(db: Queryable, targetId: string): Promise<RunRow | null> {
+  return (await db.query<RunRow>('SELECT * FROM rotation_runs WHERE target_id = $1 AND holds_target', [targetId])).rows[0] ?? null;
+}
+
+/** Locks the run for one step; null when another replica holds it (it will advance it) or it does not exist. */
+export async function lockRun(db: Queryable, runId: string): Promise<RunRow | null> {
+  return (await db.query<RunRow>('SELECT * FROM rotation_runs WHERE run_id = $1 FOR UPDATE SKIP LOCKED', [runId])).rows[0] ?? null;
+}
+
+export async function findRun(db: Queryable, runId: string): Promise<RunRow | null> {
+  return (await db.query<RunRow>('SELECT * FROM rotation_runs WHERE run_id = $1', [runId])).rows[0] ?? null;
+}
+
+export async function runWaitingFor(db: Queryable, commandId: string): Promise<string | null> {
+  return (await db.query<{ run_id: string }>('SELECT run_id FROM rotation_runs WHERE command_id = $1 AND holds_target', [commandId])).rows[0]?.run_id ?? null;
+}
+
+export type RunChange = Partial<Pick<RunRow, 'state' | 'holds_target' | 'attempt' | 'failures' | 'pending_version' | 'command_id' | 'next_action_at' | 'error_code' | 'error_message' | 'committed_at' | 'finished_at' | 'db_user'>>;
+
+export async function updateRun(db: Queryable, runId: string, change: RunChange): Promise<void> {
+  const keys = Object.keys(change) as Array<keyof RunChange>;
+  const sets = keys.map((k, i) => `${k} = $${i + 2}`);
+  await db.query(`UPDATE rotation_runs SET ${[...sets, 'updated_at = now()'].join(', ')} WHERE run_id = $1`, [runId, ...keys.map((k) => change[k])]);
+}
+
+export async function addStep(db: Queryable, runId: string, step: string, detail: Record<string, unknown> = {}): Promise<void> {
+  await db.query(
+    `INSERT INTO rotation_steps (run_id, seq, step, detail)
+     VALUES ($1, (SELECT COALESCE(max(seq), 0) + 1 FROM rotation_steps WHERE run_id = $1), $2, $3)`,
+    [runId, step, JSON.stringify(detail)],
+  );
+}
+
+export async function runSteps(db: Queryable, runId: string): Promise<Array<{ seq: number; step: string; at: Date; detail: Record<string, unknown> }>> {
+  return (await db.query('SELECT seq, step, at, detail FROM rotation_steps WHERE run_id = $1 ORDER BY seq', [runId])).rows;
+}
+
+export async function listRuns(db: Queryable, projectId: string, targetId: string | null, limit: number): Promise<RunRow[]> {
+  return (await db.query<RunRow>(
+    `SELECT * FROM rotation_runs WHERE project_id = $1 AND ($2::uuid IS NULL OR target_id = $2::uuid) ORDER BY created_at DESC LIMIT $3`,
+    [projectId, targetId, limit],
+  )).rows;
+}
+
+/**
+ * Runs the sweep must look at: in flight and due, or waiting for a command that has
+ * finished (the event that would have advanced it was lost, e.g. in a crash).
+ */
+export async function dueRuns(db: Queryable, limit: number): Promise<string[]> {
+  return (await db.query<{ run_id: string }>(
+    `SELECT r.run_id FROM rotation_runs r LEFT JOIN agent_commands c ON c.command_id = r.command_id
+      WHERE r.holds_target AND (r.next_action_at <= now() OR c.state IN ('succeeded', 'failed', 'rejected', 'expired'))
+      ORDER BY r.next_action_at LIMIT $1`, [limit],
+  )).rows.map((r) => r.run_id);
+}

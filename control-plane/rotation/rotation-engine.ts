@@ -1,0 +1,347 @@
+import type { Pool, PoolClient } from 'pg';
+import { zero } from '../../shared/crypto/aead.js';
+import { SikkerError } from '../../shared/errors/sikker-error.js';
+import type { Logger } from '../../shared/logging/logger.js';
+import { PolicySpec } from '../../shared/protocol/rotation-api.js';
+import type { AuditChainWriter } from '../audit/audit-appender.js';
+import type { AuditDraft } from '../audit/audit-types.js';
+import { withTransaction } from '../db/transaction.js';
+import { findCommand, type CommandRow } from '../hub/command-dal.js';
+import type { CommandService } from '../hub/command-service.js';
+import type { RootKeyHolder } from '../vault/root-key-holder.js';
+import type { VersionStore } from '../vault/version-store.js';
+import type { Alert, Alerter } from './alerter.js';
+import { generatePassword } from './password-generator.js';
+import { addStep, findPolicy, findTargetById, lockRun, updateRun, type RunChange, type RunRow, type TargetRow } from './rotation-dal.js';
+import { RunCommands } from './run-commands.js';
+
+/** Apply failures that certainly changed nothing and will not change by retrying: park at once. */
+const PERMANENT_FAILURES = new Set(['ERR_APPLIER_UNKNOWN_USER', 'ERR_APPLIER_PRIVILEGE', 'ERR_APPLIER_AUTH_FAILED', 'ERR_APPLIER_CONFIG', 'ERR_APPLIER_UNSUPPORTED', 'ERR_APPLIER_LOGIN_DISABLED', 'ERR_APPLIER_AMBIGUOUS_USER', 'ERR_VALIDATION']);
+const OPEN_COMMAND_STATES = new Set(['pending', 'delivered', 'accepted']);
+/** Reconciliation and revocation are retried without end (capped backoff), but alert after this many failures. */
+const ALERT_AFTER_FAILURES = 5;
+const MAX_BACKOFF_SECONDS = 3600;
+
+export interface RotationEngineOptions {
+  commandTimeoutMs: number;
+  /** Tests only: SIGKILL this process at a named point. */
+  crashAt: 'after-pending' | 'before-commit' | null;
+}
+
+interface StepOutcome {
+  /** Advance again at once (the next step needs no waiting). */
+  again: boolean;
+  /** Agents to tell about a new command, after the commit. */
+  announce: string[];
+  alert: Alert | null;
+  /** Tests only: the fault-injection point reached once this step has committed. */
+  crashAfterCommit?: 'after-pending';
+}
+
+/**
+ * Moves rotation runs through their states (DESIGN.md, "One rotation run"):
+ *
+ *   created → pending → dispatched → committed → revoking → done
+ *                           └→ uncertain (reconcile: which credential logs in?) → committed | retry | parked
+ *
+ * Each step runs in one PostgreSQL transaction on the locked run row, so a step
+ * happens once however often BullMQ, the hub or the sweep ask for it (fenced by the
+ * run id and its state). A step that needs the agent stores a command and waits; the
+ * hub's result (or the sweep, at `next_action_at`) advances the run again. The pending
+ * version is stored before anything is sent, and is never discarded while it might
+ * be live in the database: at every instant some non-revoked version logs in.
+ */
+export class RotationEngine {
+  private readonly runCommands: RunCommands;
+  private readonly running = new Map<string, Promise<void>>();
+  private readonly finishedListeners: Array<(run: RunRow) => void> = [];
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly versions: VersionStore,
+    commands: CommandService,
+    private readonly chain: AuditChainWriter,
+    private readonly root: RootKeyHolder,
+    private readonly alerter: Alerter,
+    private readonly logger: Logger,
+    private readonly options: RotationEngineOptions,
+    private readonly announce: (agentId: string) => void,
+  ) {
+    this.runCommands = new RunCommands(versions, commands, options.commandTimeoutMs);
+  }
+
+  /** Called whenever a run reaches a state a waiting caller may care about. */
+  onRunChanged(listener: (run: RunRow) => void): void {
+    this.finishedListeners.push(listener);
+  }
+
+  /**
+   * Advances one run as far as it can go without waiting. Concurrent calls for the
+   * same run in this process coalesce; across replicas the row lock decides.
+   */
+  advance(runId: string): Promise<void> {
+    const running = this.running.get(runId);
+    if (running !== undefined) {
+      // One more pass after the current one: the event that caused this call may have come too late for it.
+      const next = running.then(() => this.advance(runId));
+      return next;
+    }
+    const work = this.advanceLoop(runId).finally(() => this.running.delete(runId));
+    this.running.set(runId, work);
+    return work;
+  }
+
+  private async advanceLoop(runId: string): Promise<void> {
+    for (let i = 0; i < 8; i += 1) {
+      if (this.root.isSealed()) return; // the sweep advances it after unseal
+      let outcome: StepOutcome | null;
+      try {
+        outcome = await withTransaction(this.pool, this.logger, async (client) => this.step(client, runId));
+      } catch (err) {
+        const retryable = err instanceof SikkerError && err.retryable;
+        this.logger[retryable ? 'warn' : 'error']({ err, runId }, 'a rotation step failed; the sweep will try it again');
+        await this.pool.query('UPDATE rotation_runs SET next_action_at = now() + interval \'5 seconds\' WHERE run_id = $1 AND holds_target', [runId]).catch(() => undefined);
+        return;
+      }
+      if (outcome === null) return;
+      if (outcome.crashAfterCommit !== undefined) this.crashHere(outcome.crashAfterCommit);
+      for (const agentId of outcome.announce) this.announce(agentId);
+      if (outcome.alert !== null) await this.alerter.send(outcome.alert);
+      const run = await this.pool.query<RunRow>('SELECT * FROM rotation_runs WHERE run_id = $1', [runId]);
+      if (run.rows[0] !== undefined) for (const listener of this.finishedListeners) listener(run.rows[0]);
+      if (!outcome.again) return;
+    }
+  }
+
+  /** One step on the locked run; null when there is nothing to do now. */
+  private async step(client: PoolClient, runId: string): Promise<StepOutcome | null> {
+    const run = await lockRun(client, runId);
+    if (run === null || !run.holds_target) return null;
+    const target = await findTargetById(client, run.target_id);
+    if (target === null) throw new SikkerError('ERR_INTERNAL', 'a run refers to a missing target');
+    const ctx = new StepContext(client, run, target, this.chain);
+    switch (run.state) {
+      case 'created':
+        return this.storePending(ctx);
+      case 'pending':
+        return this.dispatch(ctx);
+      case 'dispatched':
+        return this.afterApply(ctx);
+      case 'uncertain':
+        return this.reconcile(ctx);
+      case 'committed':
+        return this.startRevoke(ctx);
+      case 'revoking':
+        return this.afterRevoke(ctx);
+      default:
+        return null;
+    }
+  }
+
+  private async storePending(ctx: StepContext): Promise<StepOutcome> {
+    const { client, run, target } = ctx;
+    const policy = await findPolicy(client, target.target_id);
+    const rules = (policy?.spec ?? PolicySpec.parse({ schedule: { kind: 'every', seconds: 86_400 } })).passwordRules;
+    const password = Buffer.from(generatePassword(rules, target.spec.engine), 'utf8');
+    const dataKey = await this.versions.lockSecret(client, target.project_id, target.secret_id);
+    let version: number;
+    try {
+      version = await this.versions.addVersion(client, { projectId: target.project_id, secretId: target.secret_id, dataKey, plaintext: password, label: 'pending', dbUser: run.db_user, createdBy: null });
+    } finally {
+      zero(dataKey);
+      zero(password);
+    }
+    await ctx.change({ state: 'pending', pending_version: version, next_action_at: new Date() }, 'pending stored', { version, user: run.db_user, attempt: run.attempt });
+    await ctx.audit('rotation.pending', 'success', version, { attempt: run.attempt });
+    return { again: true, announce: [], alert: null, crashAfterCommit: 'after-pending' };
+  }
+
+  private async dispatch(ctx: StepContext): Promise<StepOutcome> {
+    const issued = await this.runCommands.apply(ctx.client, ctx.run, ctx.target);
+    await ctx.change({ state: 'dispatched', command_id: issued.commandId, failures: 0, next_action_at: new Date(issued.expiresAt.getTime() + 5000) },
+      'dispatched to agent', { commandId: issued.commandId, agentId: ctx.target.agent_id, user: ctx.run.db_user, strategy: ctx.run.strategy });
+    await ctx.audit('rotation.dispatch', 'issued', ctx.run.pending_version, { commandId: issued.commandId });
+    return { again: false, announce: [ctx.target.agent_id], alert: null };
+  }
+
+  private async afterApply(ctx: StepContext): Promise<StepOutcome | null> {
+    const command = await this.waitedCommand(ctx);
+    if (command === 'wait') return null;
+    if (command === 'timeout') return this.toUncertain(ctx, 'ERR_ROTATION_TIMEOUT', 'the agent did not report within the command timeout');
+    if (command.state === 'succeeded') {
+      await ctx.step('applied and verified by agent', { commandId: command.command_id, ...command.result });
+      return this.commit(ctx, 'verified');
+    }
+    const code = command.error?.code ?? (command.state === 'expired' ? 'ERR_COMMAND_EXPIRED' : 'ERR_INTERNAL');
+    const message = command.error?.message ?? `the command ended ${command.state}`;
+    await ctx.step(`agent reported ${command.state}`, { commandId: command.command_id, code, message });
+    if (command.state === 'rejected') return this.retryOrPark(ctx, code, message, true); // never run: nothing changed
+    if (command.state === 'failed' && code === 'ERR_APPLIER_REJECTED_PASSWORD') return this.retryOrPark(ctx, code, message, false);
+    if (command.state === 'failed' && PERMANENT_FAILURES.has(code)) return this.park(ctx, code, message, true);
+    return this.toUncertain(ctx, code, message);
+  }
+
+  private async toUncertain(ctx: StepContext, code: string, message: string): Promise<StepOutcome> {
+    // An apply that was never delivered can be cancelled; one that reached the agent runs before the check (generation order).
+    if (ctx.run.command_id !== null) {
+      await ctx.client.query(`UPDATE agent_commands SET state = 'expired', completed_at = now(), sealed = NULL WHERE command_id = $1 AND state = 'pending'`, [ctx.run.command_id]);
+    }
+    await ctx.change({ state: 'uncertain', command_id: null, error_code: code, error_message: message, next_action_at: new Date() }, 'outcome uncertain: reconciling', { code });
+    return { again: true, announce: [], alert: null };
+  }
+
+  private async reconcile(ctx: StepContext): Promise<StepOutcome | null> {
+    const { run } = ctx;
+    if (run.command_id === null) {
+      const issued = await this.runCommands.check(ctx.client, run, ctx.target);
+      await ctx.change({ command_id: issued.commandId, next_action_at: new Date(issued.expiresAt.getTime() + 5000) }, 'asked agent which credential logs in', { commandId: issued.commandId });
+      return { again: false, announce: [ctx.target.agent_id], alert: null };
+    }
+    const command = await this.waitedCommand(ctx);
+    if (command === 'wait') return null;
+    if (command === 'timeout' || command.state !== 'succeeded') {
+      const failures = run.failures + 1;
+      const reason = command === 'timeout' ? 'the agent did not answer the check' : `the check ended ${command.state}: ${command.error?.code ?? ''}`;
+      await ctx.change({ command_id: null, failures, next_action_at: backoff(30, failures) }, 'check failed; will ask again', { reason, failures });
+      return { again: false, announce: [], alert: failures === ALERT_AFTER_FAILURES ? ctx.alert('rotation.reconcile-stuck', 'ERR_ROTATION_UNCERTAIN', `cannot tell which credential logs in (${reason}); the target stays held`) : null };
+    }
+    const result = command.result ?? {};
+    await ctx.step('agent checked credentials', { pending: result.p ?? null, current: result.c ?? null });
+    if (result.p === 'ok') return this.commit(ctx, 'reconciled');
+    if (result.c === 'ok') return this.retryOrPark(ctx, run.error_code ?? 'ERR_ROTATION_FAILED', run.error_message ?? 'the rotation did not take effect', false);
+    // Neither logs in: someone else changed the password. Keep every version; a human must look.
+    return this.park(ctx, 'ERR_ROTATION_NO_CREDENTIAL', 'neither the pending nor the current password logs in; the password was changed outside SikkerKey', false);
+  }
+
+  private async commit(ctx: StepContext, how: 'verified' | 'reconciled'): Promise<StepOutcome> {
+    const { client, run, target } = ctx;
+    this.crashHere('before-commit');
+    if (run.pending_version === null) throw new SikkerError('ERR_INTERNAL', 'commit without a pending version');
+    const previousUser = run.previous_version === null ? null : (target.current_user ?? target.spec.user);
+    // replace on the same user: the old password stopped working the moment the new one was set.
+    const oldIsDead = run.strategy === 'replace' && previousUser === run.db_user;
+    const previous = await this.versions.promotePending(client, target.secret_id, run.pending_version, oldIsDead);
+    await client.query('UPDATE policies SET last_run_at = now() WHERE target_id = $1', [target.target_id]);
+    const graceOver = previous === null || oldIsDead;
+    const now = new Date();
+    await ctx.change(graceOver
+      ? { state: 'done', holds_target: false, committed_at: now, finished_at: now, next_action_at: null, command_id: null, error_code: null, error_message: null }
+      : { state: 'committed', committed_at: now, command_id: null, failures: 0, next_action_at: new Date(now.getTime() + run.grace_seconds * 1000), error_code: null, error_message: null },
+    `committed (${how})`, { version: run.pending_version, previous, graceSeconds: graceOver ? 0 : run.grace_seconds });
+    await ctx.audit('rotation.commit', 'success', run.pending_version, { how, previous, strategy: run.strategy });
+    const announce = await this.deliverToSinks(ctx);
+    return { again: false, announce, alert: null };
+  }
+
+  /** Sinks get the committed password in the commit's transaction, so they are never skipped, and before any revoke (generation order). */
+  private async deliverToSinks(ctx: StepContext): Promise<string[]> {
+    const { client, run, target } = ctx;
+    if (target.sinks.length === 0 || run.pending_version === null) return [];
+    const value = await this.versions.decrypt(client, target.project_id, target.secret_id, run.pending_version);
+    try {
+      for (const sink of target.sinks) {
+        const issued = (await this.runCommands.deliver(client, target, sink, run.pending_version, value.plaintext)).commandId;
+        await ctx.step('sent to sink', { sink, commandId: issued });
+        await ctx.audit('secret.deliver', 'issued', run.pending_version, { agent: target.agent_id, commandId: issued, sink });
+      }
+    } finally {
+      zero(value.plaintext);
+    }
+    return [target.agent_id];
+  }
+
+  private async startRevoke(ctx: StepContext): Promise<StepOutcome | null> {
+    if (ctx.run.next_action_at !== null && ctx.run.next_action_at.getTime() > Date.now()) return null; // grace not over
+    const issued = await this.runCommands.revoke(ctx.client, ctx.run, ctx.target);
+    await ctx.change({ state: 'revoking', command_id: issued.commandId, next_action_at: new Date(issued.expiresAt.getTime() + 5000) },
+      'grace over: revoking previous', { commandId: issued.commandId, version: ctx.run.previous_version });
+    return { again: false, announce: [ctx.target.agent_id], alert: null };
+  }
+
+  private async afterRevoke(ctx: StepContext): Promise<StepOutcome | null> {
+    const { run } = ctx;
+    const command = await this.waitedCommand(ctx);
+    if (command === 'wait') return null;
+    if (command !== 'timeout' && command.state === 'succeeded') {
+      if (run.previous_version !== null) await this.versions.revoke(ctx.client, ctx.target.secret_id, run.previous_version);
+      const now = new Date();
+      await ctx.change({ state: 'done', holds_target: false, finished_at: now, command_id: null, next_action_at: null }, 'previous revoked', { version: run.previous_version, outcome: command.result?.outcome ?? null });
+      await ctx.audit('rotation.revoke', 'success', run.previous_version, {});
+      return { again: false, announce: [], alert: null };
+    }
+    const failures = run.failures + 1;
+    const reason = command === 'timeout' ? 'the agent did not answer' : `${command.error?.code ?? command.state}: ${command.error?.message ?? ''}`;
+    await ctx.change({ state: 'committed', command_id: null, failures, next_action_at: backoff(30, failures) }, 'revoke failed; will try again', { reason, failures });
+    return { again: false, announce: [], alert: failures === ALERT_AFTER_FAILURES ? ctx.alert('rotation.revoke-stuck', 'ERR_ROTATION_REVOKE', `the previous password still logs in: ${reason}`) : null };
+  }
+
+  /** A try that certainly changed nothing: discard its pending version, then a new try with a new password, or park. */
+  private async retryOrPark(ctx: StepContext, code: string, message: string, countAsUnreachable: boolean): Promise<StepOutcome> {
+    const { run } = ctx;
+    if (run.pending_version !== null) await this.versions.revoke(ctx.client, ctx.target.secret_id, run.pending_version);
+    if (run.attempt >= run.max_attempts) return this.park(ctx, code, `${message} (after ${run.attempt} attempts)`, false);
+    const policy = await findPolicy(ctx.client, ctx.target.target_id);
+    const base = policy?.spec.retryBaseSeconds ?? 30;
+    // A refused password is retried at once with a new one; anything else backs off with jitter.
+    const at = code === 'ERR_APPLIER_REJECTED_PASSWORD' && !countAsUnreachable ? new Date() : backoff(base, run.attempt);
+    await ctx.change({ state: 'created', attempt: run.attempt + 1, pending_version: null, command_id: null, failures: 0, error_code: code, error_message: message, next_action_at: at },
+      'attempt failed; retrying with a new password', { code, message, retryAt: at.toISOString() });
+    return { again: at.getTime() <= Date.now(), announce: [], alert: null };
+  }
+
+  private async park(ctx: StepContext, code: string, message: string, discardPending: boolean): Promise<StepOutcome> {
+    const { run } = ctx;
+    if (discardPending && run.pending_version !== null) await this.versions.revoke(ctx.client, ctx.target.secret_id, run.pending_version);
+    await ctx.change({ state: 'parked', holds_target: false, finished_at: new Date(), command_id: null, next_action_at: null, error_code: code, error_message: message }, 'parked', { code, message });
+    await ctx.audit('rotation.parked', 'failure', run.pending_version, { code });
+    return { again: false, announce: [], alert: ctx.alert('rotation.parked', code, message) };
+  }
+
+  /** The command the run waits for: finished, still open ('wait'), or open past its deadline ('timeout'). */
+  private async waitedCommand(ctx: StepContext): Promise<CommandRow | 'wait' | 'timeout'> {
+    const { run } = ctx;
+    const command = run.command_id === null ? null : await findCommand(ctx.client, run.command_id);
+    if (command === null) return 'timeout';
+    if (!OPEN_COMMAND_STATES.has(command.state)) return command;
+    return run.next_action_at !== null && run.next_action_at.getTime() <= Date.now() ? 'timeout' : 'wait';
+  }
+
+  private crashHere(point: 'after-pending' | 'before-commit'): void {
+    if (this.options.crashAt !== point) return;
+    this.logger.fatal({ point }, 'SIKKER_TEST_CRASH_AT: killing this process');
+    process.kill(process.pid, 'SIGKILL');
+  }
+}
+
+/** Full-jitter exponential backoff from now: uniform in [base, base·2^(n-1)] seconds, capped at an hour. */
+function backoff(baseSeconds: number, n: number): Date {
+  const ceiling = Math.min(MAX_BACKOFF_SECONDS, baseSeconds * 2 ** Math.max(0, n - 1));
+  const seconds = baseSeconds + Math.random() * Math.max(0, ceiling - baseSeconds);
+  return new Date(Date.now() + seconds * 1000);
+}
+
+/** The locked run, its target and helpers that write its steps and audit records in the step's transaction. */
+class StepContext {
+  constructor(readonly client: PoolClient, public run: RunRow, readonly target: TargetRow, private readonly chain: AuditChainWriter) {}
+
+  async change(change: RunChange, step: string, detail: Record<string, unknown>): Promise<void> {
+    await updateRun(this.client, this.run.run_id, change);
+    await addStep(this.client, this.run.run_id, step, detail);
+    this.run = { ...this.run, ...change };
+  }
+
+  async step(step: string, detail: Record<string, unknown>): Promise<void> {
+    await addStep(this.client, this.run.run_id, step, detail);
+  }
+
+  async audit(action: string, outcome: string, version: number | null, detail: AuditDraft['detail']): Promise<void> {
+    await this.chain.append(this.client, [{
+      identityId: this.run.requested_by, sourceIp: null, action, projectId: this.target.project_id, secretId: this.target.secret_id, secretVersion: version,
+      outcome, detail: { runId: this.run.run_id, target: this.target.name, ...detail },
+    }]);
+  }
+
+  alert(event: Alert['event'], code: string, reason: string): Alert {
+    return { event, project: this.target.project_name, target: this.target.name, runId: this.run.run_id, code, reason };
+  }
+}

@@ -1,0 +1,95 @@
+import { randomUUID } from 'node:crypto';
+import type { Pool } from 'pg';
+import { SikkerError } from '../../shared/errors/sikker-error.js';
+import type { Logger } from '../../shared/logging/logger.js';
+import type { AuditChainWriter } from '../audit/audit-appender.js';
+import { requireProjectAction } from '../auth/authorize.js';
+import { withTransaction } from '../db/transaction.js';
+import type { AuthIdentity } from '../identity/identity-types.js';
+import type { ProjectService } from '../vault/project-service.js';
+import { requirePreflight } from './policy-rules.js';
+import { addStep, findPolicy, findRun, insertRun, listRuns, openRunOf, runSteps, findTargetById, type RunRow, type TargetRow } from './rotation-dal.js';
+import type { RotationEngine } from './rotation-engine.js';
+import { userForNextRun } from './rotation-scheduler.js';
+import type { TargetService } from './target-service.js';
+
+export interface RunWithTarget {
+  run: RunRow;
+  target: TargetRow;
+}
+
+/** Manual rotations and the record of runs. */
+export class RotationService {
+  constructor(
+    private readonly pool: Pool,
+    private readonly projects: ProjectService,
+    private readonly targets: TargetService,
+    private readonly engine: RotationEngine,
+    private readonly chain: AuditChainWriter,
+    private readonly logger: Logger,
+  ) {}
+
+  /**
+   * Starts a rotation now (ignoring the window). When a run is already in flight for
+   * the target — a scheduled one that started the same instant, say — that run is
+   * returned (`joined`), never a second one.
+   */
+  async rotateNow(caller: AuthIdentity, sourceIp: string, project: string, targetName: string): Promise<{ run: RunWithTarget; joined: boolean }> {
+    const target = await this.targets.resolve(caller, project, targetName, 'rotation.run');
+    const policy = await findPolicy(this.pool, target.target_id);
+    const strategy = policy?.spec.strategy ?? 'replace';
+    requirePreflight(target, strategy);
+    const runId = randomUUID();
+    const inserted = await withTransaction(this.pool, this.logger, async (client) => {
+      const ok = await insertRun(client, {
+        runId, targetId: target.target_id, projectId: target.project_id, trigger: 'manual', scheduledFor: null, strategy,
+        graceSeconds: policy?.spec.graceSeconds ?? 0, dbUser: userForNextRun({ strategy, user: target.spec.user, alternate_user: target.alternate_user, current_user: target.current_user }),
+        maxAttempts: policy?.spec.maxAttempts ?? 5, previousVersion: target.current_version, requestedBy: caller.identityId,
+      });
+      if (ok) {
+        await addStep(client, runId, 'created', { trigger: 'manual' });
+        await this.chain.append(client, [{ identityId: caller.identityId, sourceIp, action: 'rotation.start', projectId: target.project_id, secretId: target.secret_id, outcome: 'success', detail: { runId, target: targetName, trigger: 'manual' } }]);
+      }
+      return ok;
+    });
+    if (!inserted) {
+      const open = await openRunOf(this.pool, target.target_id);
+      if (open === null) throw new SikkerError('ERR_ROTATION_IN_FLIGHT', 'a run just finished for this target; try again', { retryable: true });
+      return { run: { run: open, target }, joined: true };
+    }
+    await this.engine.advance(runId);
+    return { run: await this.show(caller, project, runId), joined: false };
+  }
+
+  async show(caller: AuthIdentity, project: string, runId: string): Promise<RunWithTarget> {
+    const p = await this.projects.resolve(caller, project);
+    requireProjectAction(caller, 'target.read', p.project_id);
+    const run = await findRun(this.pool, runId);
+    if (run === null || run.project_id !== p.project_id) throw new SikkerError('ERR_NOT_FOUND', `no run ${runId} in project "${project}"`);
+    const target = await findTargetById(this.pool, run.target_id);
+    if (target === null) throw new SikkerError('ERR_INTERNAL', 'a run refers to a missing target');
+    return { run, target };
+  }
+
+  async steps(runId: string): Promise<Array<{ seq: number; step: string; at: Date; detail: Record<string, unknown> }>> {
+    return runSteps(this.pool, runId);
+  }
+
+  async list(caller: AuthIdentity, project: string, targetName: string | undefined, limit: number): Promise<RunWithTarget[]> {
+    const p = await this.projects.resolve(caller, project);
+    requireProjectAction(caller, 'target.read', p.project_id);
+    const target = targetName === undefined ? null : await this.targets.resolve(caller, project, targetName, 'target.read');
+    const runs = await listRuns(this.pool, p.project_id, target?.target_id ?? null, limit);
+    const byId = new Map<string, TargetRow>();
+    const out: RunWithTarget[] = [];
+    for (const run of runs) {
+      let t = byId.get(run.target_id) ?? null;
+      if (t === null) {
+        t = await findTargetById(this.pool, run.target_id);
+        if (t !== null) byId.set(run.target_id, t);
+      }
+      if (t !== null) out.push({ run, target: t });
+    }
+    return out;
+  }
+}

@@ -1,0 +1,101 @@
+import { randomUUID } from 'node:crypto';
+import type { PoolClient } from 'pg';
+import { open, seal, zero } from '../../shared/crypto/aead.js';
+import { SikkerError } from '../../shared/errors/sikker-error.js';
+import type { Queryable } from '../db/queryable.js';
+import type { Keyring } from './keyring.js';
+
+export type StoredLabel = 'current' | 'pending';
+
+/**
+ * Secret versions inside a caller's transaction: the one place that encrypts a new
+ * version and moves labels. Audit records are the caller's (it knows why). Every
+ * plaintext handed in stays the caller's to zero; every data key is zeroed here.
+ */
+export class VersionStore {
+  constructor(private readonly keyring: Keyring) {}
+
+  /**
+   * Locks the secret's row (creating the secret when missing) and returns its data key.
+   * FOR SHARE on the project: a project key rotation starting now waits, so no data
+   * key lands on a retired version. The caller zeroes the key.
+   */
+  async lockOrCreateSecret(client: PoolClient, projectId: string, name: string): Promise<{ secretId: string; dataKey: Buffer }> {
+    const keyVersion = (await client.query<{ current_key_version: number }>('SELECT current_key_version FROM projects WHERE project_id = $1 FOR SHARE', [projectId])).rows[0]?.current_key_version;
+    if (keyVersion === undefined) throw new SikkerError('ERR_NOT_FOUND', 'no such project');
+    const existing = (await client.query<{ secret_id: string; wrapped_data_key: Buffer }>(
+      'SELECT secret_id, wrapped_data_key FROM secrets WHERE project_id = $1 AND name = $2 FOR UPDATE', [projectId, name],
+    )).rows[0];
+    if (existing !== undefined) {
+      return { secretId: existing.secret_id, dataKey: await this.keyring.dataKey(client, projectId, existing.secret_id, existing.wrapped_data_key) };
+    }
+    const secretId = randomUUID();
+    const { dataKey, wrapped } = await this.keyring.newDataKey(client, projectId, secretId, keyVersion);
+    const inserted = await client.query(
+      'INSERT INTO secrets (secret_id, project_id, name, wrapped_data_key, data_key_version) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, name) DO NOTHING',
+      [secretId, projectId, name, wrapped, keyVersion],
+    );
+    if (inserted.rowCount !== 1) {
+      zero(dataKey);
+      throw new SikkerError('ERR_CONFLICT', 'the secret was created concurrently; retry', { retryable: true });
+    }
+    return { secretId, dataKey };
+  }
+
+  /** Locks an existing secret by id and returns its data key (caller zeroes it). */
+  async lockSecret(client: PoolClient, projectId: string, secretId: string): Promise<Buffer> {
+    const row = (await client.query<{ wrapped_data_key: Buffer }>('SELECT wrapped_data_key FROM secrets WHERE secret_id = $1 AND project_id = $2 FOR UPDATE', [secretId, projectId])).rows[0];
+    if (row === undefined) throw new SikkerError('ERR_NOT_FOUND', 'no such secret');
+    return this.keyring.dataKey(client, projectId, secretId, row.wrapped_data_key);
+  }
+
+  /**
+   * Adds the next version of a locked secret. `current`: the old current becomes
+   * `previous` (the old previous loses its label). `pending`: replaces any pending label.
+   */
+  async addVersion(client: PoolClient, v: { projectId: string; secretId: string; dataKey: Buffer; plaintext: Buffer; label: StoredLabel; dbUser: string | null; createdBy: string | null }): Promise<number> {
+    const version = ((await client.query<{ max: number | null }>('SELECT max(version) AS max FROM secret_versions WHERE secret_id = $1', [v.secretId])).rows[0]?.max ?? 0) + 1;
+    const ciphertext = seal(v.dataKey, 1, v.plaintext, { purpose: 'secret-value', projectId: v.projectId, secretId: v.secretId, secretVersion: version });
+    if (v.label === 'current') {
+      await client.query("UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'previous'", [v.secretId]);
+      await client.query("UPDATE secret_versions SET label = 'previous' WHERE secret_id = $1 AND label = 'current'", [v.secretId]);
+    } else {
+      await client.query("UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'pending'", [v.secretId]);
+    }
+    await client.query('INSERT INTO secret_versions (secret_id, version, ciphertext, label, created_by, db_user) VALUES ($1, $2, $3, $4, $5, $6)',
+      [v.secretId, version, ciphertext, v.label, v.createdBy, v.dbUser]);
+    return version;
+  }
+
+  /** Pending becomes current, current becomes previous; with `revokePrevious` the old current is marked revoked (replace: it no longer logs in). */
+  async promotePending(client: PoolClient, secretId: string, pendingVersion: number, revokePrevious: boolean): Promise<number | null> {
+    const current = (await client.query<{ version: number }>("SELECT version FROM secret_versions WHERE secret_id = $1 AND label = 'current'", [secretId])).rows[0]?.version ?? null;
+    await client.query("UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'previous'", [secretId]);
+    if (current !== null) {
+      await client.query(`UPDATE secret_versions SET label = 'previous'${revokePrevious ? ", state = 'revoked'" : ''} WHERE secret_id = $1 AND version = $2`, [secretId, current]);
+    }
+    const promoted = await client.query("UPDATE secret_versions SET label = 'current' WHERE secret_id = $1 AND version = $2 AND label = 'pending'", [secretId, pendingVersion]);
+    if (promoted.rowCount !== 1) throw new SikkerError('ERR_CONFLICT', `version ${pendingVersion} is not pending`);
+    return current;
+  }
+
+  /** A version that no longer logs in: it is kept for the record, never served again. */
+  async revoke(db: Queryable, secretId: string, version: number): Promise<void> {
+    await db.query("UPDATE secret_versions SET state = 'revoked', label = CASE WHEN label = 'pending' THEN NULL ELSE label END WHERE secret_id = $1 AND version = $2", [secretId, version]);
+  }
+
+  /** Decrypts one version without auditing (callers audit what they do with it). Caller zeroes the result. */
+  async decrypt(db: Queryable, projectId: string, secretId: string, version: number): Promise<{ plaintext: Buffer; dbUser: string | null; state: string }> {
+    const row = (await db.query<{ wrapped_data_key: Buffer; ciphertext: Buffer; db_user: string | null; state: string }>(
+      `SELECT s.wrapped_data_key, v.ciphertext, v.db_user, v.state FROM secrets s JOIN secret_versions v ON v.secret_id = s.secret_id
+        WHERE s.secret_id = $1 AND s.project_id = $2 AND v.version = $3`, [secretId, projectId, version],
+    )).rows[0];
+    if (row === undefined) throw new SikkerError('ERR_NOT_FOUND', `no version ${version} of this secret`);
+    const dataKey = await this.keyring.dataKey(db, projectId, secretId, row.wrapped_data_key);
+    try {
+      return { plaintext: open(dataKey, row.ciphertext, { purpose: 'secret-value', projectId, secretId, secretVersion: version }), dbUser: row.db_user, state: row.state };
+    } finally {
+      zero(dataKey);
+    }
+  }
+}

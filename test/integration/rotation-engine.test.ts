@@ -1,0 +1,184 @@
+/**
+ * Rotation runs end to end in one process: control plane, real agent (HubClient),
+ * private PostgreSQL cluster that checks SCRAM passwords. Every "accepted" or
+ * "refused" below is a fresh login on that cluster.
+ */
+import t from 'tap';
+import { createApplier } from '../../agent/appliers/index.js';
+import { applierError } from '../../agent/appliers/applier-errors.js';
+import type { ApplierFactory } from '../../agent/commands/rotation-context.js';
+import { eventually } from '../support/agents.js';
+import { rotationFixture, startScramCluster } from '../support/rotation-fixture.js';
+
+const server = await startScramCluster(t);
+
+const stepNames = (run: { steps: Array<{ step: string }> }): string[] => run.steps.map((s) => s.step);
+
+t.test('replace: rotate now → pending, dispatched, verified, committed; the old password is refused', async (t) => {
+  const fx = await rotationFixture(t, server);
+  const oldPassword = 'old-Pass-1-canary-5f3a9';
+  const role = await fx.createRole(oldPassword);
+  await fx.addTarget('orders', role, { adoptPassword: oldPassword });
+  const tested = await fx.h.admin.ok('POST', `/v1/projects/p/targets/orders/test`, {});
+  t.equal(tested.finished, true);
+  t.equal(tested.target.preflight.ok, true, 'preflight passes');
+  t.same(tested.target.preflight.strategies, ['replace'], 'PostgreSQL offers replace only');
+
+  const started = await fx.h.admin.ok('POST', '/v1/projects/p/targets/orders/rotate', {});
+  t.equal(started.joined, false);
+  const run = await fx.waitRun(started.run.runId, ['done', 'failed', 'parked']);
+  t.equal(run.state, 'done', `run ended ${run.state} ${run.errorCode ?? ''}`);
+  t.match(stepNames(run), ['created', 'pending stored', 'dispatched to agent', 'applied and verified by agent', 'committed (verified)']);
+  const newPassword = await fx.secretValue('orders-password');
+  t.not(newPassword, oldPassword);
+  t.equal(newPassword.length, 32, 'default rules: 32 characters');
+  t.equal(await fx.logsIn(role, newPassword), true, 'the new password logs in');
+  t.equal(await fx.logsIn(role, oldPassword), false, 'the old password is refused');
+
+  const versions = await fx.h.admin.ok('GET', '/v1/projects/p/secrets/orders-password/versions');
+  t.match(versions.versions, [{ version: 1, label: 'previous', state: 'revoked' }, { version: 2, label: 'current', state: 'active' }]);
+  const audit = await fx.h.admin.ok('GET', '/v1/audit?limit=200');
+  const actions = audit.records.map((r: { action: string }) => r.action);
+  for (const a of ['target.add', 'target.test', 'rotation.start', 'rotation.pending', 'rotation.dispatch', 'rotation.commit']) t.ok(actions.includes(a), `audited ${a}`);
+  const logs = fx.h.logs.text();
+  t.notOk(logs.includes(newPassword), 'the new password is in no control-plane log line');
+  t.notOk(logs.includes('canary-5f3a9'), 'the old password is in no control-plane log line');
+});
+
+t.test('a policy cannot be enabled before a passing preflight, and the failure says why', async (t) => {
+  const fx = await rotationFixture(t, server);
+  await fx.addTarget('ghost', 'no_such_role_here');
+  const policy = { schedule: { kind: 'every', seconds: 3600 } };
+  const untested = await fx.h.admin.call('PUT', '/v1/projects/p/targets/ghost/policy', { policy });
+  t.equal(untested.status, 409);
+  t.match(untested.body, { error: { code: 'ERR_PREFLIGHT_FAILED', message: /target test/ } });
+  const tested = await fx.h.admin.ok('POST', '/v1/projects/p/targets/ghost/test', {});
+  t.equal(tested.target.preflight.ok, false);
+  t.match(tested.target.preflight.problems, /ERR_APPLIER_UNKNOWN_USER/);
+  const refused = await fx.h.admin.call('PUT', '/v1/projects/p/targets/ghost/policy', { policy });
+  t.match(refused.body, { error: { code: 'ERR_PREFLIGHT_FAILED', message: /UNKNOWN_USER/ } });
+  const paused = await fx.h.admin.ok('PUT', '/v1/projects/p/targets/ghost/policy', { policy, paused: true });
+  t.equal(paused.state, 'paused', 'a paused policy may be stored');
+  const bad = await fx.h.admin.call('PUT', '/v1/projects/p/targets/ghost/policy', { policy: { schedule: { kind: 'cron', expression: '61 * * * *' } }, paused: true });
+  t.match(bad.body, { error: { code: 'ERR_POLICY_INVALID' } });
+});
+
+t.test('alternate: the resting user gets the new password; the previous one works through the grace period, then is refused', async (t) => {
+  const fx = await rotationFixture(t, server);
+  const first = 'Alt-first-1';
+  const blue = await fx.createRole(first);
+  const green = await fx.createRole('Green-unknown-2');
+  await fx.addTarget('alt', blue, { adoptPassword: first, alternateUser: green });
+  await fx.h.admin.ok('POST', '/v1/projects/p/targets/alt/test', {});
+  await fx.h.admin.ok('PUT', '/v1/projects/p/targets/alt/policy', { policy: { schedule: { kind: 'every', seconds: 3600 }, strategy: 'alternate', graceSeconds: 2 } });
+
+  const started = await fx.h.admin.ok('POST', '/v1/projects/p/targets/alt/rotate', {});
+  t.equal(started.run.user, green, 'the resting user is rotated');
+  const committed = await fx.waitRun(started.run.runId, ['committed', 'revoking', 'done', 'failed', 'parked']);
+  t.not(committed.state, 'failed');
+  const greenPassword = await fx.secretValue('alt-password');
+  t.equal(await fx.logsIn(green, greenPassword), true, 'the new user logs in');
+  if (committed.state !== 'done') t.equal(await fx.logsIn(blue, first), true, 'the previous user still logs in during the grace period');
+  const done = await fx.waitRun(started.run.runId, ['done']);
+  t.ok(stepNames(done).includes('previous revoked'));
+  t.equal(await fx.logsIn(blue, first), false, 'after the grace period the previous credential is refused');
+  t.equal(await fx.logsIn(green, greenPassword), true, 'the current one still works');
+
+  const again = await fx.h.admin.ok('POST', '/v1/projects/p/targets/alt/rotate', {});
+  t.equal(again.run.user, blue, 'the next rotation goes back to the first user');
+  await fx.waitRun(again.run.runId, ['committed', 'revoking', 'done']);
+  t.equal(await fx.logsIn(blue, await fx.secretValue('alt-password')), true);
+});
+
+t.test('scheduled rotations happen on time; a manual trigger during a run joins it', async (t) => {
+  const fx = await rotationFixture(t, server);
+  const role = await fx.createRole('Sched-old-1');
+  await fx.addTarget('sched', role, { adoptPassword: 'Sched-old-1' });
+  await fx.h.admin.ok('POST', '/v1/projects/p/targets/sched/test', {});
+  const set = await fx.h.admin.ok('PUT', '/v1/projects/p/targets/sched/policy', { policy: { schedule: { kind: 'every', seconds: 2 } } });
+  const firstDue = new Date(set.nextRunAt).getTime();
+  const runs = await eventually(async () => {
+    const list = await fx.h.admin.ok('GET', '/v1/projects/p/runs?target=sched');
+    return list.runs.filter((r: { state: string }) => r.state === 'done').length >= 2 ? list.runs : undefined;
+  }, 20_000, 'two scheduled runs');
+  const scheduled = runs.filter((r: { trigger: string }) => r.trigger === 'schedule');
+  t.ok(scheduled.length >= 2, 'runs were started by the schedule');
+  const oldest = scheduled[scheduled.length - 1];
+  t.equal(new Date(oldest.scheduledFor).getTime(), firstDue, 'the first run was the one due at nextRunAt');
+  for (const r of scheduled) t.ok(new Date(r.createdAt).getTime() - new Date(r.scheduledFor).getTime() < 1000, 'started within a second of its due time');
+  t.equal(await fx.logsIn(role, await fx.secretValue('sched-password')), true);
+
+  await fx.h.admin.ok('POST', '/v1/projects/p/targets/sched/policy/pause', {});
+  await fx.agent.stop(1000); // the next run waits for the agent
+  const manual = await fx.h.admin.ok('POST', '/v1/projects/p/targets/sched/rotate', {});
+  const [a, b] = await Promise.all([
+    fx.h.admin.ok('POST', '/v1/projects/p/targets/sched/rotate', {}),
+    fx.h.admin.ok('POST', '/v1/projects/p/targets/sched/rotate', {}),
+  ]);
+  t.equal(a.joined && b.joined, true, 'later triggers join the run in flight');
+  t.equal(a.run.runId, manual.run.runId);
+  t.equal(b.run.runId, manual.run.runId);
+});
+
+t.test('a password the server rejects is retried with a new password, not looped', async (t) => {
+  let applies = 0;
+  const rejectFirst: ApplierFactory = async (target, admin) => {
+    const real = await createApplier(target, admin);
+    return Object.assign(Object.create(real) as typeof real, {
+      apply: async (req: Parameters<typeof real.apply>[0]) => {
+        applies += 1;
+        if (applies === 1) throw applierError('ERR_APPLIER_REJECTED_PASSWORD', { engine: 'postgres', operation: 'apply' }, 'the server\'s password policy refused the new password');
+        return real.apply(req);
+      },
+      close: () => real.close(),
+    });
+  };
+  const fx = await rotationFixture(t, server, { createApplier: rejectFirst });
+  const role = await fx.createRole('Rej-old-1');
+  await fx.addTarget('rej', role, { adoptPassword: 'Rej-old-1' });
+  await fx.h.admin.ok('POST', '/v1/projects/p/targets/rej/test', {});
+  const started = await fx.h.admin.ok('POST', '/v1/projects/p/targets/rej/rotate', {});
+  const run = await fx.waitRun(started.run.runId, ['done', 'failed', 'parked']);
+  t.equal(run.state, 'done');
+  t.equal(run.attempt, 2, 'a second attempt');
+  t.ok(stepNames(run).includes('attempt failed; retrying with a new password'));
+  const versions = (await fx.h.admin.ok('GET', '/v1/projects/p/secrets/rej-password/versions')).versions;
+  t.match(versions, [{ version: 1 }, { version: 2, state: 'revoked', label: null }, { version: 3, label: 'current' }], 'the refused password was discarded, a new one committed');
+  t.equal(await fx.logsIn(role, await fx.secretValue('rej-password')), true);
+});
+
+t.test('an apply whose outcome is unknown is reconciled by asking which credential logs in', async (t) => {
+  const breakAfterApply: ApplierFactory = async (target, admin) => {
+    const real = await createApplier(target, admin);
+    return Object.assign(Object.create(real) as typeof real, {
+      apply: async (req: Parameters<typeof real.apply>[0]) => {
+        await real.apply(req); // the change reaches the server ...
+        throw applierError('ERR_APPLIER_UNREACHABLE', { engine: 'postgres', operation: 'apply' }, 'the connection broke'); // ... but the agent cannot tell
+      },
+      close: () => real.close(),
+    });
+  };
+  const fx = await rotationFixture(t, server, { createApplier: breakAfterApply });
+  const role = await fx.createRole('Unk-old-1');
+  await fx.addTarget('unk', role, { adoptPassword: 'Unk-old-1' });
+  await fx.h.admin.ok('POST', '/v1/projects/p/targets/unk/test', {});
+  const started = await fx.h.admin.ok('POST', '/v1/projects/p/targets/unk/rotate', {});
+  const run = await fx.waitRun(started.run.runId, ['done', 'failed', 'parked']);
+  t.equal(run.state, 'done');
+  t.match(stepNames(run), ['created', 'pending stored', 'dispatched to agent', 'agent reported failed', 'outcome uncertain: reconciling', 'asked agent which credential logs in', 'agent checked credentials', 'committed (reconciled)']);
+  t.equal(await fx.logsIn(role, await fx.secretValue('unk-password')), true, 'the vault holds what the database accepts');
+  t.equal(await fx.logsIn(role, 'Unk-old-1'), false);
+});
+
+t.test('self-rotation: the user changes its own password with the current one', async (t) => {
+  const fx = await rotationFixture(t, server);
+  const role = await fx.createRole('Self-old-1');
+  await fx.addTarget('self', role, { adoptPassword: 'Self-old-1', connection: { engine: 'postgres', host: '127.0.0.1', port: server.port, database: 'postgres', user: role, tls: { mode: 'disable' }, privilege: { mode: 'self' } } });
+  const tested = await fx.h.admin.ok('POST', '/v1/projects/p/targets/self/test', {});
+  t.equal(tested.target.preflight.ok, true, tested.target.preflight.problems);
+  const started = await fx.h.admin.ok('POST', '/v1/projects/p/targets/self/rotate', {});
+  const run = await fx.waitRun(started.run.runId, ['done', 'failed', 'parked']);
+  t.equal(run.state, 'done');
+  t.equal(await fx.logsIn(role, await fx.secretValue('self-password')), true);
+  t.equal(await fx.logsIn(role, 'Self-old-1'), false);
+});
