@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
-import { AddTargetRequest, Target, TargetList, TargetName } from '../../shared/protocol/rotation-api.js';
+import { AddTargetRequest, Target, TargetList, TargetName, TestTargetRequest } from '../../shared/protocol/rotation-api.js';
 import { ProjectName } from '../../shared/protocol/api.js';
 import { collect, parseWholeNumber, parseWith, projectPath } from './cli-arguments.js';
 import type { CliContext } from './cli-context.js';
@@ -103,8 +103,10 @@ export function registerTargetCommands(program: Command, ctx: CliContext): void 
   });
 
   ctx.leaf(target, 'test <project/target>', 'preflight on the agent: reachable, privileges, user exists, strategy supported')
-    .action(async (ref: string, _opts: unknown, cmd: Command) => {
-      const answer = await ctx.signedClient(cmd).request('POST', `${targetPath(parseTargetRef(ref))}/test`, {}, TargetTestResponse);
+    .option('--strategy <strategy>', 'the strategy to check: replace, dual or alternate (default: the policy\'s, else replace)')
+    .action(async (ref: string, opts: { strategy?: string }, cmd: Command) => {
+      const body = parseWith(TestTargetRequest, opts.strategy === undefined ? {} : { strategy: opts.strategy }, 'test');
+      const answer = await ctx.signedClient(cmd).request('POST', `${targetPath(parseTargetRef(ref))}/test`, body, TargetTestResponse);
       if (!answer.finished) {
         ctx.exitCode = 1;
         ctx.out.result(answer, () => 'the agent has not answered yet; see `sikker target show` in a moment');
@@ -132,7 +134,7 @@ function describeTarget(t: z.infer<typeof Target>): string {
   const p = t.preflight;
   if (p === null) lines.push('preflight: never run (sikker target test)');
   else {
-    lines.push(`preflight ${p.ok ? 'ok' : 'FAILED'} at ${p.at}${p.server === null ? '' : ` on ${p.server}`}; strategies: ${p.strategies.join(', ') || 'none'}`);
+    lines.push(`preflight (${p.strategy}) ${p.ok ? 'ok' : 'FAILED'} at ${p.at}${p.server === null ? '' : ` on ${p.server}`}; strategies: ${p.strategies.join(', ') || 'none'}`);
     if (p.problems !== '') lines.push(`problems: ${p.problems}`);
     if (p.warnings !== '') lines.push(`warnings: ${p.warnings}`);
   }

@@ -35,7 +35,7 @@ export function checkPolicy(spec: PolicySpec, target: TargetRow, active: boolean
 
 /** ERR_PREFLIGHT_FAILED unless the target's last preflight passed and offered the strategy. */
 export function requirePreflight(target: TargetRow, strategy: PolicySpec['strategy']): void {
-  const report = target.preflight as { ok?: boolean; problems?: string; strategies?: string[] } | null;
+  const report = target.preflight as { ok?: boolean; problems?: string; strategies?: string[]; strategy?: string } | null;
   if (report === null || target.preflight_at === null) {
     throw new SikkerError('ERR_PREFLIGHT_FAILED', `target "${target.name}" has not passed a preflight yet: run \`sikker target test\` first`);
   }
@@ -43,5 +43,9 @@ export function requirePreflight(target: TargetRow, strategy: PolicySpec['strate
   const needed = strategy === 'dual' ? 'dual' : 'replace';
   if (!(report.strategies ?? []).includes(needed)) {
     throw new SikkerError('ERR_PREFLIGHT_FAILED', `this server does not support strategy ${strategy} for "${target.spec.user}" (supported: ${(report.strategies ?? []).join(', ') || 'none'})`);
+  }
+  // Some checks exist only for dual (e.g. a Redis nopass user, MySQL's APPLICATION_PASSWORD_ADMIN): a replace preflight does not vouch for it.
+  if (needed === 'dual' && report.strategy !== 'dual') {
+    throw new SikkerError('ERR_PREFLIGHT_FAILED', `the last preflight of "${target.name}" checked strategy replace; run \`sikker target test --strategy dual\` first`);
   }
 }

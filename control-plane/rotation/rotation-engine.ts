@@ -18,9 +18,13 @@ import { RunCommands } from './run-commands.js';
 /** Apply failures that certainly changed nothing and will not change by retrying: park at once. */
 const PERMANENT_FAILURES = new Set(['ERR_APPLIER_UNKNOWN_USER', 'ERR_APPLIER_PRIVILEGE', 'ERR_APPLIER_AUTH_FAILED', 'ERR_APPLIER_CONFIG', 'ERR_APPLIER_UNSUPPORTED', 'ERR_APPLIER_LOGIN_DISABLED', 'ERR_APPLIER_AMBIGUOUS_USER', 'ERR_VALIDATION']);
 const OPEN_COMMAND_STATES = new Set(['pending', 'delivered', 'accepted']);
-/** Reconciliation and revocation are retried without end (capped backoff), but alert after this many failures. */
+/** Revocation is retried without end (capped backoff), with an alert after this many failures. */
 const ALERT_AFTER_FAILURES = 5;
 const MAX_BACKOFF_SECONDS = 3600;
+/** A run parked with an unknown outcome is checked again this often. */
+const PARKED_RECHECK_MS = 3600_000;
+/** Time past a command's expiry before the run stops waiting for it (the hub expires it first). */
+const COMMAND_MARGIN_MS = 2000;
 
 export interface RotationEngineOptions {
   commandTimeoutMs: number;
@@ -128,6 +132,7 @@ export class RotationEngine {
       case 'dispatched':
         return this.afterApply(ctx);
       case 'uncertain':
+      case 'parked': // parked while the outcome is unknown: still held, checked now and then
         return this.reconcile(ctx);
       case 'committed':
         return this.startRevoke(ctx);
@@ -158,7 +163,7 @@ export class RotationEngine {
 
   private async dispatch(ctx: StepContext): Promise<StepOutcome> {
     const issued = await this.runCommands.apply(ctx.client, ctx.run, ctx.target);
-    await ctx.change({ state: 'dispatched', command_id: issued.commandId, failures: 0, next_action_at: new Date(issued.expiresAt.getTime() + 5000) },
+    await ctx.change({ state: 'dispatched', command_id: issued.commandId, failures: 0, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) },
       'dispatched to agent', { commandId: issued.commandId, agentId: ctx.target.agent_id, user: ctx.run.db_user, strategy: ctx.run.strategy });
     await ctx.audit('rotation.dispatch', 'issued', ctx.run.pending_version, { commandId: issued.commandId });
     return { again: false, announce: [ctx.target.agent_id], alert: null };
@@ -176,15 +181,23 @@ export class RotationEngine {
     const message = command.error?.message ?? `the command ended ${command.state}`;
     await ctx.step(`agent reported ${command.state}`, { commandId: command.command_id, code, message });
     if (command.state === 'rejected') return this.retryOrPark(ctx, code, message, true); // never run: nothing changed
+    if (command.state === 'expired' && command.deliveries === 0) {
+      return this.retryOrPark(ctx, 'ERR_AGENT_UNREACHABLE', 'the agent did not take the command before it expired (offline?)', true); // never sent: nothing changed
+    }
     if (command.state === 'failed' && code === 'ERR_APPLIER_REJECTED_PASSWORD') return this.retryOrPark(ctx, code, message, false);
     if (command.state === 'failed' && PERMANENT_FAILURES.has(code)) return this.park(ctx, code, message, true);
     return this.toUncertain(ctx, code, message);
   }
 
   private async toUncertain(ctx: StepContext, code: string, message: string): Promise<StepOutcome> {
-    // An apply that was never delivered can be cancelled; one that reached the agent runs before the check (generation order).
+    // An apply never sent to the agent is cancelled here, and then certainly changed nothing.
+    // One that reached the agent runs before any later check (the agent keeps generation order).
     if (ctx.run.command_id !== null) {
-      await ctx.client.query(`UPDATE agent_commands SET state = 'expired', completed_at = now(), sealed = NULL WHERE command_id = $1 AND state = 'pending'`, [ctx.run.command_id]);
+      const cancelled = await ctx.client.query(`UPDATE agent_commands SET state = 'expired', completed_at = now(), sealed = NULL WHERE command_id = $1 AND state = 'pending'`, [ctx.run.command_id]);
+      if (cancelled.rowCount === 1) {
+        await ctx.step('never delivered: cancelled', { commandId: ctx.run.command_id });
+        return this.retryOrPark(ctx, 'ERR_AGENT_UNREACHABLE', 'the agent did not take the command before it expired (offline?)', true);
+      }
     }
     await ctx.change({ state: 'uncertain', command_id: null, error_code: code, error_message: message, next_action_at: new Date() }, 'outcome uncertain: reconciling', { code });
     return { again: true, announce: [], alert: null };
@@ -194,7 +207,7 @@ export class RotationEngine {
     const { run } = ctx;
     if (run.command_id === null) {
       const issued = await this.runCommands.check(ctx.client, run, ctx.target);
-      await ctx.change({ command_id: issued.commandId, next_action_at: new Date(issued.expiresAt.getTime() + 5000) }, 'asked agent which credential logs in', { commandId: issued.commandId });
+      await ctx.change({ command_id: issued.commandId, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) }, 'asked agent which credential logs in', { commandId: issued.commandId });
       return { again: false, announce: [ctx.target.agent_id], alert: null };
     }
     const command = await this.waitedCommand(ctx);
@@ -202,8 +215,16 @@ export class RotationEngine {
     if (command === 'timeout' || command.state !== 'succeeded') {
       const failures = run.failures + 1;
       const reason = command === 'timeout' ? 'the agent did not answer the check' : `the check ended ${command.state}: ${command.error?.code ?? ''}`;
-      await ctx.change({ command_id: null, failures, next_action_at: backoff(30, failures) }, 'check failed; will ask again', { reason, failures });
-      return { again: false, announce: [], alert: failures === ALERT_AFTER_FAILURES ? ctx.alert('rotation.reconcile-stuck', 'ERR_ROTATION_UNCERTAIN', `cannot tell which credential logs in (${reason}); the target stays held`) : null };
+      if (run.state === 'parked' || failures >= run.max_attempts) {
+        // Parked, but still holding the target: the new password may be live, so no new run may start.
+        const first = run.state !== 'parked';
+        await ctx.change({ state: 'parked', command_id: null, failures, next_action_at: new Date(Date.now() + PARKED_RECHECK_MS), error_code: 'ERR_ROTATION_UNCERTAIN', error_message: `cannot tell whether the new password took effect (${reason}); the target stays held and is checked hourly` },
+          first ? 'parked: outcome unknown' : 'check failed again', { reason, failures });
+        if (first) await ctx.audit('rotation.parked', 'failure', run.pending_version, { code: 'ERR_ROTATION_UNCERTAIN' });
+        return { again: false, announce: [], alert: first ? ctx.alert('rotation.parked', 'ERR_ROTATION_UNCERTAIN', `cannot tell whether the new password took effect (${reason}); the target is held until a check succeeds`) : null };
+      }
+      await ctx.change({ command_id: null, failures, next_action_at: backoff(await this.retryBase(ctx), failures) }, 'check failed; will ask again', { reason, failures });
+      return { again: false, announce: [], alert: null };
     }
     const result = command.result ?? {};
     await ctx.step('agent checked credentials', { pending: result.p ?? null, current: result.c ?? null });
@@ -253,7 +274,7 @@ export class RotationEngine {
   private async startRevoke(ctx: StepContext): Promise<StepOutcome | null> {
     if (ctx.run.next_action_at !== null && ctx.run.next_action_at.getTime() > Date.now()) return null; // grace not over
     const issued = await this.runCommands.revoke(ctx.client, ctx.run, ctx.target);
-    await ctx.change({ state: 'revoking', command_id: issued.commandId, next_action_at: new Date(issued.expiresAt.getTime() + 5000) },
+    await ctx.change({ state: 'revoking', command_id: issued.commandId, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) },
       'grace over: revoking previous', { commandId: issued.commandId, version: ctx.run.previous_version });
     return { again: false, announce: [ctx.target.agent_id], alert: null };
   }
@@ -271,7 +292,7 @@ export class RotationEngine {
     }
     const failures = run.failures + 1;
     const reason = command === 'timeout' ? 'the agent did not answer' : `${command.error?.code ?? command.state}: ${command.error?.message ?? ''}`;
-    await ctx.change({ state: 'committed', command_id: null, failures, next_action_at: backoff(30, failures) }, 'revoke failed; will try again', { reason, failures });
+    await ctx.change({ state: 'committed', command_id: null, failures, next_action_at: backoff(await this.retryBase(ctx), failures) }, 'revoke failed; will try again', { reason, failures });
     return { again: false, announce: [], alert: failures === ALERT_AFTER_FAILURES ? ctx.alert('rotation.revoke-stuck', 'ERR_ROTATION_REVOKE', `the previous password still logs in: ${reason}`) : null };
   }
 
@@ -280,8 +301,7 @@ export class RotationEngine {
     const { run } = ctx;
     if (run.pending_version !== null) await this.versions.revoke(ctx.client, ctx.target.secret_id, run.pending_version);
     if (run.attempt >= run.max_attempts) return this.park(ctx, code, `${message} (after ${run.attempt} attempts)`, false);
-    const policy = await findPolicy(ctx.client, ctx.target.target_id);
-    const base = policy?.spec.retryBaseSeconds ?? 30;
+    const base = await this.retryBase(ctx);
     // A refused password is retried at once with a new one; anything else backs off with jitter.
     const at = code === 'ERR_APPLIER_REJECTED_PASSWORD' && !countAsUnreachable ? new Date() : backoff(base, run.attempt);
     await ctx.change({ state: 'created', attempt: run.attempt + 1, pending_version: null, command_id: null, failures: 0, error_code: code, error_message: message, next_action_at: at },
@@ -295,6 +315,10 @@ export class RotationEngine {
     await ctx.change({ state: 'parked', holds_target: false, finished_at: new Date(), command_id: null, next_action_at: null, error_code: code, error_message: message }, 'parked', { code, message });
     await ctx.audit('rotation.parked', 'failure', run.pending_version, { code });
     return { again: false, announce: [], alert: ctx.alert('rotation.parked', code, message) };
+  }
+
+  private async retryBase(ctx: StepContext): Promise<number> {
+    return (await findPolicy(ctx.client, ctx.target.target_id))?.spec.retryBaseSeconds ?? 30;
   }
 
   /** The command the run waits for: finished, still open ('wait'), or open past its deadline ('timeout'). */

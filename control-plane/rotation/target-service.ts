@@ -23,6 +23,8 @@ const PREFLIGHT_TTL_MS = 60_000;
 
 export interface PreflightReport {
   ok: boolean;
+  /** The strategy the agent checked (strategy-specific checks run only for it). */
+  strategy: 'replace' | 'dual';
   problems: string;
   warnings: string;
   server: string | null;
@@ -110,12 +112,12 @@ export class TargetService {
    * exists, strategy supported) and waits up to 12 s for the answer. The report is
    * recorded on the target whenever it arrives (see {@link recordPreflightResult}).
    */
-  async test(caller: AuthIdentity, sourceIp: string, projectName: string, name: string): Promise<{ target: TargetRow; report: PreflightReport | null }> {
+  async test(caller: AuthIdentity, sourceIp: string, projectName: string, name: string, requested?: 'replace' | 'dual' | 'alternate'): Promise<{ target: TargetRow; report: PreflightReport | null }> {
     const target = await this.resolve(caller, projectName, name, 'target.write');
     const agent = await findAgent(this.pool, this.staleSeconds, target.agent_id);
     if (agent === null || !agent.online) throw new SikkerError('ERR_CONFLICT', `the agent managing "${name}" is offline (see \`sikker agent list\`); the preflight runs on it`, { retryable: true });
     const policy = await findPolicy(this.pool, target.target_id);
-    const strategy = policy?.spec.strategy === 'dual' ? 'dual' : 'replace';
+    const strategy = (requested ?? policy?.spec.strategy) === 'dual' ? 'dual' : 'replace';
     const users = target.alternate_user === null ? [target.spec.user] : [target.spec.user, target.alternate_user];
     const commandId = await withTransaction(this.pool, this.logger, async (client) => {
       let plaintext: Buffer | null = null;
@@ -155,15 +157,17 @@ export class TargetService {
     const command = await findCommand(this.pool, commandId);
     if (command === null || command.kind !== 'target.preflight' || ['pending', 'delivered', 'accepted'].includes(command.state)) return null;
     const r = command.result ?? {};
+    const strategy = command.payload.strategy === 'dual' ? 'dual' : 'replace';
     const report: PreflightReport = command.state === 'succeeded'
       ? {
         ok: r.ok === true,
+        strategy,
         problems: typeof r.problems === 'string' ? r.problems : '',
         warnings: typeof r.warnings === 'string' ? r.warnings : '',
         server: typeof r.flavour === 'string' ? `${r.flavour} ${typeof r.serverVersion === 'string' ? r.serverVersion : ''}`.trim() : null,
         strategies: typeof r.strategies === 'string' && r.strategies !== '' ? r.strategies.split(',') : [],
       }
-      : { ok: false, problems: `the preflight ${command.state}: ${command.error?.code ?? ''} ${command.error?.message ?? ''}`.trim(), warnings: '', server: null, strategies: [] };
+      : { ok: false, strategy, problems: `the preflight ${command.state}: ${command.error?.code ?? ''} ${command.error?.message ?? ''}`.trim(), warnings: '', server: null, strategies: [] };
     await this.pool.query(
       'UPDATE targets SET preflight_ok = $2, preflight = $3, preflight_at = now(), preflight_command_id = NULL WHERE preflight_command_id = $1',
       [commandId, report.ok, JSON.stringify(report)],

@@ -95,6 +95,12 @@ export const ERROR_CODES = {
   ERR_ROTATION_IN_FLIGHT: 'a rotation of this target is already in flight',
   ERR_PREFLIGHT_FAILED: 'the target failed its preflight',
   ERR_POLICY_INVALID: 'the rotation policy is invalid',
+  ERR_ROTATION_TIMEOUT: 'the agent did not report a rotation step in time',
+  ERR_ROTATION_UNCERTAIN: 'cannot tell whether the new password took effect',
+  ERR_ROTATION_NO_CREDENTIAL: 'neither the pending nor the current password logs in',
+  ERR_ROTATION_REVOKE: 'the previous password could not be revoked',
+  ERR_ROTATION_FAILED: 'the rotation did not take effect',
+  ERR_AGENT_UNREACHABLE: 'the agent did not take the command in time',
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -22,9 +22,16 @@ export const AddTargetRequest = z.object({
 }).strict();
 export type AddTargetRequest = z.infer<typeof AddTargetRequest>;
 
+export const TestTargetRequest = z.object({
+  /** Which strategy to check (default: the policy's, else replace). */
+  strategy: z.enum(['replace', 'dual', 'alternate']).optional(),
+}).strict();
+
 export const Preflight = z.object({
   ok: z.boolean(),
   at: z.string(),
+  /** The strategy the preflight checked. */
+  strategy: z.string(),
   problems: z.string(),
   warnings: z.string(),
   server: z.string().nullable(),

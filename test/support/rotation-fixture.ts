@@ -14,6 +14,7 @@ import type { Test } from 'tap';
 import type { AdminCredentials } from '../../agent/appliers/target.js';
 import type { ApplierFactory } from '../../agent/commands/rotation-context.js';
 import type { HubClient } from '../../agent/hub-client/hub-client.js';
+import type { SinkConfig } from '../../agent/sinks/sink-config.js';
 import type { AgentIdentity } from '../../agent/hub-client/hub-client-options.js';
 import type { TargetSpec } from '../../shared/protocol/rotation-commands.js';
 import { enrollAgent, eventually, once, startAgent } from './agents.js';
@@ -68,6 +69,8 @@ export interface RotationFixture extends EngineRotationFixture {
 export interface RotationFixtureOptions {
   env?: Record<string, string>;
   createApplier?: ApplierFactory;
+  /** Sinks configured on the agent. */
+  sinks?: SinkConfig[];
 }
 
 /** One per test file: the private cluster is shared by its tests. */
@@ -86,6 +89,7 @@ export async function engineRotationFixture(t: Test, database: RotationDatabase,
   const agent = startAgent(h.baseUrl, agentIdentity, {
     adminConnections: database.adminConnections,
     ...(options.createApplier === undefined ? {} : { createApplier: options.createApplier }),
+    ...(options.sinks === undefined ? {} : { sinks: options.sinks }),
   });
   t.teardown(() => agent.stop(2000));
   await once(agent, 'connected');

@@ -12,7 +12,7 @@ const iso = (d: Date | null): string | null => (d === null ? null : d.toISOStrin
 function preflightView(t: TargetRow): z.infer<typeof rot.Preflight> | null {
   if (t.preflight === null || t.preflight_at === null) return null;
   const r = t.preflight as unknown as PreflightReport;
-  return { ok: t.preflight_ok, at: t.preflight_at.toISOString(), problems: r.problems, warnings: r.warnings, server: r.server, strategies: r.strategies };
+  return { ok: t.preflight_ok, at: t.preflight_at.toISOString(), strategy: r.strategy ?? 'replace', problems: r.problems, warnings: r.warnings, server: r.server, strategies: r.strategies };
 }
 
 function targetView(t: TargetRow): rot.Target {
@@ -59,9 +59,9 @@ export function registerRotationRoutes(kit: RouteKit, deps: { targets: TargetSer
   });
   kit.add({
     method: 'POST', url: '/v1/projects/:project/targets/:target/test', summary: 'Preflight the target on its agent (waits up to 12 s)', auth: 'identity',
-    params: TargetParams, response: z.object({ target: rot.Target, finished: z.boolean() }),
-    handler: async ({ identity, sourceIp, params }) => {
-      const { target, report } = await deps.targets.test(identity, sourceIp, params.project, params.target);
+    params: TargetParams, body: rot.TestTargetRequest, response: z.object({ target: rot.Target, finished: z.boolean() }),
+    handler: async ({ identity, sourceIp, params, body }) => {
+      const { target, report } = await deps.targets.test(identity, sourceIp, params.project, params.target, body.strategy);
       return { target: targetView(target), finished: report !== null };
     },
   });
