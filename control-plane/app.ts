@@ -127,7 +127,7 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
   const targets = new TargetService(pool, projects, versionStore, commands, chain, logger, staleSeconds);
   const policies = new PolicyService(pool, targets, chain, logger);
   const rotations = new RotationService(pool, projects, targets, engine, chain, logger);
-  const scheduler = new RotationScheduler(pool, engine, root, logger, { redisUrl: config.redisUrl, redisPrefix: config.redisPrefix, sweepMs: config.rotation.sweepMs });
+  const scheduler = new RotationScheduler(pool, chain, engine, root, logger, { redisUrl: config.redisUrl, redisPrefix: config.redisPrefix, sweepMs: config.rotation.sweepMs });
   // A command result advances the run waiting for it at once (the sweep is the safety net).
   hub.onCommandFinished((commandId) => {
     void (async () => {

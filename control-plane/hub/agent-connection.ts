@@ -18,7 +18,7 @@ export class AgentConnection {
   queue: Promise<void> = Promise.resolve();
   queued = 0;
 
-  constructor(readonly agentId: string, readonly socket: WebSocket, readonly remoteAddress: string) {}
+  constructor(readonly agentId: string, readonly socket: WebSocket, readonly remoteAddress: string, readonly projectId: string | null = null) {}
 
   /** Sends on an open socket; false when the socket is closing or closed (nothing sent). */
   send(message: HubToAgent): boolean {

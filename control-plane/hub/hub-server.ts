@@ -125,7 +125,8 @@ export class HubServer {
         await this.auditRefusal(identity.identityId, sourceIp, 'ERR_AUTH_FORBIDDEN');
         throw new SikkerError('ERR_AUTH_FORBIDDEN', 'this identity is not an enrolled agent');
       }
-      this.wss.handleUpgrade(req, socket, head, (ws) => void this.onConnection(ws, identity.identityId, sourceIp));
+      const projectId = identity.grants.find((g) => g.role === 'agent')?.projectId ?? null;
+      this.wss.handleUpgrade(req, socket, head, (ws) => void this.onConnection(ws, identity.identityId, sourceIp, projectId));
     } catch (err) {
       const e = err instanceof SikkerError ? err : new SikkerError('ERR_INTERNAL', 'internal error', { cause: err });
       if (e.code === 'ERR_INTERNAL') this.deps.logger.error({ err }, 'agent upgrade failed');
@@ -149,8 +150,8 @@ export class HubServer {
       .catch((auditErr: unknown) => this.deps.logger.error({ err: auditErr }, 'could not audit a refused agent upgrade'));
   }
 
-  private async onConnection(ws: WebSocket, agentId: string, remoteAddress: string): Promise<void> {
-    const conn = new AgentConnection(agentId, ws, remoteAddress);
+  private async onConnection(ws: WebSocket, agentId: string, remoteAddress: string, projectId: string | null): Promise<void> {
+    const conn = new AgentConnection(agentId, ws, remoteAddress, projectId);
     const previous = this.connections.get(agentId);
     if (previous !== undefined) previous.socket.close(4000, 'replaced by a newer connection');
     this.connections.set(agentId, conn);
@@ -232,7 +233,7 @@ export class HubServer {
     if (changed) {
       log.info({ commandId: r.commandId, outcome: r.outcome }, 'command finished');
       this.commandFinished(r.commandId);
-      await this.deps.audit.append({ identityId: conn.agentId, sourceIp: conn.remoteAddress, action: 'agent.command.result', outcome: r.outcome, detail: { commandId: r.commandId, code: r.error?.code ?? null } });
+      await this.deps.audit.append({ identityId: conn.agentId, sourceIp: conn.remoteAddress, action: 'agent.command.result', projectId: conn.projectId, outcome: r.outcome, detail: { commandId: r.commandId, code: r.error?.code ?? null } });
     }
     conn.send({ type: 'result-ack', commandId: r.commandId });
   }

@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import type { Pool } from 'pg';
 import type { Logger } from '../../shared/logging/logger.js';
 import type { PolicySpec } from '../../shared/protocol/rotation-api.js';
+import type { AuditChainWriter } from '../audit/audit-appender.js';
 import { withTransaction } from '../db/transaction.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import { addStep, dueRuns, insertRun } from './rotation-dal.js';
@@ -20,6 +21,7 @@ const ADVANCE_CONCURRENCY = 8;
 interface DuePolicyRow {
   target_id: string;
   project_id: string;
+  secret_id: string;
   spec: PolicySpec;
   next_run_at: Date;
   last_run_at: Date | null;
@@ -49,6 +51,7 @@ export class RotationScheduler {
 
   constructor(
     private readonly pool: Pool,
+    private readonly chain: AuditChainWriter,
     private readonly engine: RotationEngine,
     private readonly root: RootKeyHolder,
     private readonly logger: Logger,
@@ -114,7 +117,7 @@ export class RotationScheduler {
   private async claimDuePolicies(): Promise<{ claimed: number; runs: string[] }> {
     return withTransaction(this.pool, this.logger, async (client) => {
       const due = (await client.query<DuePolicyRow>(
-        `SELECT p.target_id, t.project_id, p.spec, p.next_run_at, p.last_run_at, t.spec->>'user' AS user, t.alternate_user,
+        `SELECT p.target_id, t.project_id, t.secret_id, p.spec, p.next_run_at, p.last_run_at, t.spec->>'user' AS user, t.alternate_user,
                 v.version AS current_version, v.db_user AS current_user
            FROM policies p
            JOIN targets t ON t.target_id = p.target_id
@@ -136,6 +139,7 @@ export class RotationScheduler {
         if (inserted) {
           runs.push(runId);
           await addStep(client, runId, 'created', { trigger: 'schedule', scheduledFor: policy.next_run_at.toISOString() });
+          await this.chain.append(client, [{ identityId: null, sourceIp: null, action: 'rotation.start', projectId: policy.project_id, secretId: policy.secret_id, outcome: 'success', detail: { runId, trigger: 'schedule' } }]);
         }
         else this.logger.info({ targetId: policy.target_id }, 'a rotation is already in flight for this target; the scheduled one joins it');
         const next = nextRunAt(schedulePolicyOf(policy.spec), now, Math.random, now);
