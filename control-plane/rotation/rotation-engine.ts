@@ -208,6 +208,7 @@ export class RotationEngine {
     if (run.command_id === null) {
       const issued = await this.runCommands.check(ctx.client, run, ctx.target);
       await ctx.change({ command_id: issued.commandId, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) }, 'asked agent which credential logs in', { commandId: issued.commandId });
+      await ctx.audit('rotation.reconcile', 'issued', run.pending_version, { commandId: issued.commandId });
       return { again: false, announce: [ctx.target.agent_id], alert: null };
     }
     const command = await this.waitedCommand(ctx);
@@ -276,6 +277,7 @@ export class RotationEngine {
     const issued = await this.runCommands.revoke(ctx.client, ctx.run, ctx.target);
     await ctx.change({ state: 'revoking', command_id: issued.commandId, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) },
       'grace over: revoking previous', { commandId: issued.commandId, version: ctx.run.previous_version });
+    await ctx.audit('rotation.revoke.dispatch', 'issued', ctx.run.previous_version, { commandId: issued.commandId });
     return { again: false, announce: [ctx.target.agent_id], alert: null };
   }
 
@@ -306,6 +308,7 @@ export class RotationEngine {
     const at = code === 'ERR_APPLIER_REJECTED_PASSWORD' && !countAsUnreachable ? new Date() : backoff(base, run.attempt);
     await ctx.change({ state: 'created', attempt: run.attempt + 1, pending_version: null, command_id: null, failures: 0, error_code: code, error_message: message, next_action_at: at },
       'attempt failed; retrying with a new password', { code, message, retryAt: at.toISOString() });
+    await ctx.audit('rotation.retry', 'failure', run.pending_version, { code, attempt: run.attempt });
     return { again: at.getTime() <= Date.now(), announce: [], alert: null };
   }
 

@@ -8,6 +8,7 @@ import { createApplier } from '../../agent/appliers/index.js';
 import { applierError } from '../../agent/appliers/applier-errors.js';
 import type { ApplierFactory } from '../../agent/commands/rotation-context.js';
 import { eventually } from '../support/agents.js';
+import { dumpRedisPrefix, SHARED_REDIS_URL } from '../support/databases.js';
 import { rotationFixture, startScramCluster } from '../support/rotation-fixture.js';
 
 const server = await startScramCluster(t);
@@ -43,6 +44,14 @@ t.test('replace: rotate now → pending, dispatched, verified, committed; the ol
   const logs = fx.h.logs.text();
   t.notOk(logs.includes(newPassword), 'the new password is in no control-plane log line');
   t.notOk(logs.includes('canary-5f3a9'), 'the old password is in no control-plane log line');
+  const redis = await dumpRedisPrefix(SHARED_REDIS_URL, fx.h.redisPrefix);
+  t.match(redis, /rotation/, 'the BullMQ keys were dumped');
+  t.notOk(redis.includes(newPassword) || redis.includes('canary-5f3a9'), 'no password in Redis (BullMQ jobs carry ids only)');
+  const rows = await fx.h.plane.pool.query(`SELECT (SELECT json_agg(r) FROM rotation_runs r)::text || (SELECT json_agg(s) FROM rotation_steps s)::text
+    || (SELECT json_agg(c) FROM agent_commands c)::text || (SELECT json_agg(a) FROM audit_records a)::text || (SELECT json_agg(v.*)::text FROM secret_versions v) AS dump`);
+  const dump: string = rows.rows[0].dump;
+  t.notOk(dump.includes(newPassword) || dump.includes('canary-5f3a9'), 'no password in clear in runs, steps, commands, audit or versions');
+  t.equal((await fx.h.plane.pool.query('SELECT count(*)::int AS n FROM agent_commands WHERE sealed IS NOT NULL')).rows[0].n, 0, 'sealed command payloads are erased once the commands end');
 });
 
 t.test('a policy cannot be enabled before a passing preflight, and the failure says why', async (t) => {
@@ -118,6 +127,18 @@ t.test('scheduled rotations happen on time; a manual trigger during a run joins 
   t.equal(a.joined && b.joined, true, 'later triggers join the run in flight');
   t.equal(a.run.runId, manual.run.runId);
   t.equal(b.run.runId, manual.run.runId);
+
+  // The schedule falls due while the manual run holds the target: still exactly one run.
+  await fx.h.admin.ok('POST', '/v1/projects/p/targets/sched/policy/resume', {});
+  await fx.h.admin.ok('PUT', '/v1/projects/p/targets/sched/policy/next-run', { nextRunAt: new Date().toISOString() });
+  const moved = await eventually(async () => {
+    const p = await fx.h.admin.ok('GET', '/v1/projects/p/targets/sched/policy');
+    return new Date(p.nextRunAt).getTime() > Date.now() ? p : undefined;
+  }, 5000, 'the sweep to claim the due schedule');
+  t.ok(moved, 'the due schedule was claimed and moved on');
+  const open = (await fx.h.admin.ok('GET', '/v1/projects/p/runs?target=sched&limit=100')).runs.filter((r: { state: string }) => !['done', 'failed', 'parked'].includes(r.state));
+  t.equal(open.length, 1, 'one run in flight: the scheduled trigger joined the manual one');
+  t.equal(open[0].runId, manual.run.runId);
 });
 
 t.test('a password the server rejects is retried with a new password, not looped', async (t) => {

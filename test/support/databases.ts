@@ -201,3 +201,32 @@ export async function cleanupRedisPrefix(url: string, prefix: string): Promise<n
   }
   return removed;
 }
+
+/** Every value stored under `prefix` (strings, hashes, lists, sets, sorted sets, streams) as one text, for canary checks. */
+export async function dumpRedisPrefix(url: string, prefix: string): Promise<string> {
+  const { Redis } = await import('ioredis');
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  await redis.connect();
+  try {
+    const parts: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
+      cursor = next;
+      for (const key of keys) {
+        const type = await redis.type(key);
+        let value: unknown;
+        if (type === 'string') value = await redis.getBuffer(key).then((b) => b?.toString('latin1'));
+        else if (type === 'hash') value = await redis.hgetall(key);
+        else if (type === 'list') value = await redis.lrange(key, 0, -1);
+        else if (type === 'set') value = await redis.smembers(key);
+        else if (type === 'zset') value = await redis.zrange(key, 0, -1, 'WITHSCORES');
+        else if (type === 'stream') value = await redis.xrange(key, '-', '+');
+        parts.push(`${key} ${JSON.stringify(value)}`);
+      }
+    } while (cursor !== '0');
+    return parts.join('\n');
+  } finally {
+    redis.disconnect();
+  }
+}
