@@ -1,0 +1,126 @@
+/**
+ * The real agent program (`node dist/agent/main.js`) as a child process for benchmarks:
+ * enrolled with a join token through `sikker-agent enroll`, then `sikker-agent run
+ * --config <file>`, waited for until the control plane lists it online with its
+ * version (its hello was processed).
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { TestClient } from '../../test/support/test-client.js';
+import { withTimeout } from './bench-vault.js';
+import { benchAbortSignal } from './cleanup.js';
+
+/** The compiled agent program, next to dist/bench/. */
+export const AGENT_MAIN = fileURLToPath(new URL('../../agent/main.js', import.meta.url));
+
+const STOP_GRACE_MS = 5000;
+
+export interface AgentProcess {
+  pid: number;
+  /** The agent's identity id (its agentId). */
+  agentId: string;
+  exited(): boolean;
+  /** The last lines it printed (for error messages). */
+  tail(): string;
+  /** SIGTERM (the agent drains), SIGKILL after 5 s. Idempotent. */
+  stop(): Promise<void>;
+}
+
+export interface StartAgentOptions {
+  /** The control plane's http://127.0.0.1:<port>. */
+  baseUrl: string;
+  /** An admin client of the control plane (creates the join token, watches the agent list). */
+  admin: TestClient;
+  project: string;
+  /** A private directory: state/ and agent.json go here. */
+  home: string;
+  name: string;
+  /** Extra keys of the config file (e.g. adminConnections, logLevel). */
+  config?: Record<string, unknown>;
+  connectTimeoutMs?: number;
+  /** Node flags for `sikker-agent run` (e.g. --cpu-prof), for experiments. */
+  nodeArgs?: string[];
+}
+
+/**
+ * Enrolls and starts a real agent; resolves once GET /v1/agents shows it online with
+ * its version. The child is SIGKILLed if this process exits without stopping it.
+ * Rejects (after stopping it) when enroll fails or it does not come online in time.
+ */
+export async function startAgentProcess(o: StartAgentOptions): Promise<AgentProcess> {
+  const { token } = (await withTimeout(o.admin.ok('POST', '/v1/tokens', { project: o.project, role: 'agent' }), 'create join token')) as { token: string };
+  const stateDir = join(o.home, 'state');
+  const enroll = await runNode([AGENT_MAIN, 'enroll', '--server', o.baseUrl, '--token', token, '--state-dir', stateDir, '--name', o.name], 30_000);
+  if (enroll.code !== 0) throw new Error(`sikker-agent enroll exited ${String(enroll.code)}: ${enroll.stderr.trim() || enroll.stdout.trim()}`);
+  const configPath = join(o.home, 'agent.json');
+  writeFileSync(configPath, JSON.stringify({ server: o.baseUrl, stateDir, ...o.config }, null, 2), { mode: 0o600 });
+
+  const lines: string[] = [];
+  const child: ChildProcess = spawn(process.execPath, [...(o.nodeArgs ?? []), AGENT_MAIN, 'run', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const killOnExit = (): void => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  process.on('exit', killOnExit);
+  const gone = new Promise<void>((resolve) => child.once('exit', () => {
+    process.off('exit', killOnExit);
+    resolve();
+  }));
+  let partial = '';
+  const onData = (chunk: Buffer): void => {
+    const parts = (partial + chunk.toString('utf8')).split('\n');
+    partial = parts.pop() ?? '';
+    for (const line of parts) {
+      if (line === '') continue;
+      lines.push(line);
+      if (lines.length > 30) lines.shift();
+    }
+  };
+  child.stdout?.on('data', onData);
+  child.stderr?.on('data', onData);
+  if (child.pid === undefined) throw new Error('could not start sikker-agent run');
+  const exited = (): boolean => child.exitCode !== null || child.signalCode !== null;
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      if (exited()) return;
+      child.kill('SIGTERM');
+      if (!(await Promise.race([gone.then(() => true), sleep(STOP_GRACE_MS).then(() => false)]))) {
+        child.kill('SIGKILL');
+        await Promise.race([gone, sleep(2000)]);
+      }
+    })();
+    return stopping;
+  };
+  const agent = { pid: child.pid, agentId: '', exited, tail: () => lines.join('\n'), stop };
+
+  try {
+    const deadline = Date.now() + (o.connectTimeoutMs ?? 30_000);
+    for (;;) {
+      if (exited()) throw new Error(`the agent exited before it came online:\n${agent.tail()}`);
+      if (Date.now() > deadline) throw new Error(`the agent did not come online within ${(o.connectTimeoutMs ?? 30_000) / 1000} s:\n${agent.tail()}`);
+      benchAbortSignal.throwIfAborted();
+      const list = (await o.admin.ok('GET', `/v1/agents?project=${o.project}`)) as { agents: Array<{ agentId: string; name: string; online: boolean; agentVersion: string | null }> };
+      const me = list.agents.find((a) => a.name === o.name && a.online && a.agentVersion !== null);
+      if (me !== undefined) return { ...agent, agentId: me.agentId };
+      await sleep(100);
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+function runNode(args: string[], ms: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, args, { timeout: ms, maxBuffer: 1024 * 1024 }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : null;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
