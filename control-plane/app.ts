@@ -119,7 +119,11 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
     },
   });
   identities.onDisabled((identityId) => void bus.announceDisabled(identityId));
-  commands.onIssued((agentId) => void bus.announceCommand(agentId));
+  // An agent held by this replica gets its command at once; otherwise Redis tells the replica that holds it.
+  commands.onIssued((agentId) => {
+    if (hub.isConnected(agentId)) hub.deliverIfHere(agentId);
+    else void bus.announceCommand(agentId);
+  });
 
   const alerter = new Alerter(config.rotation.alertWebhookUrl, logger);
   const engine = new RotationEngine(pool, versionStore, commands, chain, root, alerter, logger,

@@ -7,6 +7,7 @@
  * Only types are imported from agent/appliers: the factory (and with it the drivers
  * pg, mysql2, ioredis) is loaded at the first rotation command, not at start.
  */
+import type { ApplierPool } from './applier-pool.js';
 import type { KeyObject } from 'node:crypto';
 import type { z } from 'zod';
 import { zero } from '../../shared/crypto/aead.js';
@@ -31,6 +32,8 @@ export interface RotationExecutorDeps {
   adminConnections: ReadonlyMap<string, AdminCredentials>;
   /** Tests inject a fake applier here. */
   createApplier?: ApplierFactory | undefined;
+  /** Keeps admin appliers between commands; without it every command opens and closes its own. */
+  appliers?: ApplierPool | undefined;
   /** Tests only (SIKKER_AGENT_TEST_CRASH_AT=after-apply): SIGKILL the agent after the database changed, before it verifies or reports. */
   crashAfterApply?: boolean | undefined;
 }
@@ -112,8 +115,19 @@ export async function withApplier<T>(deps: RotationExecutorDeps, spec: TargetSpe
       throw new SikkerError('ERR_APPLIER_CONFIG', `admin connection "${spec.privilege.adminConnection}" is not configured on this agent (adminConnections in its config file)`);
     }
   }
+  // Admin appliers are kept for the next command (their login is the costly part); self-rotation ones log in as the user each time.
+  const pool = spec.privilege.mode === 'admin' ? deps.appliers : undefined;
+  const key = JSON.stringify(spec);
+  const pooled = pool?.take(key);
   const factory = deps.createApplier ?? (await import('../appliers/index.js')).createApplier;
-  const applier = await factory(toTargetConnection(spec), admin);
+  const applier = pooled ?? await factory(toTargetConnection(spec), admin);
+  if (pool !== undefined) {
+    try {
+      return await fn(applier);
+    } finally {
+      pool.give(key, applier);
+    }
+  }
   try {
     return await fn(applier);
   } finally {

@@ -6,6 +6,7 @@ import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import { createApplyExecutor } from '../commands/apply-command.js';
 import { createCheckExecutor } from '../commands/check-command.js';
+import { ApplierPool } from '../commands/applier-pool.js';
 import { createDeliverExecutor } from '../commands/deliver-command.js';
 import type { CommandExecutor } from '../commands/command-executor.js';
 import { createPreflightExecutor } from '../commands/preflight-command.js';
@@ -61,6 +62,7 @@ export class HubClient extends EventEmitter<HubClientEvents> {
   readonly #compiled: CompiledHubClientOptions;
   readonly #logger: Logger;
   readonly #processor: CommandProcessor;
+  readonly #appliers = new ApplierPool();
   /** Control-plane clock minus ours, from the last welcome (0 until then). */
   #clockOffsetMs = 0;
   #state: HubClientState = 'CREATED';
@@ -80,6 +82,7 @@ export class HubClient extends EventEmitter<HubClientEvents> {
       adminConnections: options.adminConnections ?? new Map(),
       createApplier: options.createApplier,
       crashAfterApply: options.crashAfterApply,
+      appliers: this.#appliers,
     };
     const executors: CommandExecutor[] = [
       createProbeExecutor(version),
@@ -154,6 +157,7 @@ export class HubClient extends EventEmitter<HubClientEvents> {
       await session.closed;
       clearTimeout(timer);
     }
+    await this.#appliers.closeAll();
     this.#state = 'STOPPED';
     this.emit('stopped', { drained });
     return { drained };

@@ -117,6 +117,36 @@ export async function insertRun(db: Queryable, r: NewRun): Promise<boolean> {
   return inserted.rowCount === 1;
 }
 
+/** Inserts many runs at once, skipping targets that already hold one; returns the ids inserted. */
+export async function insertRuns(db: Queryable, runs: NewRun[]): Promise<string[]> {
+  if (runs.length === 0) return [];
+  const col = <K extends keyof NewRun>(k: K) => runs.map((r) => r[k]);
+  const { rows } = await db.query<{ run_id: string }>(
+    `INSERT INTO rotation_runs (run_id, target_id, project_id, trigger, scheduled_for, state, strategy, grace_seconds, db_user, max_attempts, previous_version, requested_by, next_action_at)
+     SELECT u.run_id, u.target_id, u.project_id, u.trigger, u.scheduled_for, 'created', u.strategy, u.grace_seconds, u.db_user, u.max_attempts, u.previous_version, u.requested_by, now()
+       FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::text[], $7::int[], $8::text[], $9::int[], $10::int[], $11::uuid[])
+            AS u(run_id, target_id, project_id, trigger, scheduled_for, strategy, grace_seconds, db_user, max_attempts, previous_version, requested_by)
+     ON CONFLICT (target_id) WHERE holds_target DO NOTHING
+     RETURNING run_id`,
+    [col('runId'), col('targetId'), col('projectId'), col('trigger'), col('scheduledFor'), col('strategy'), col('graceSeconds'), col('dbUser'), col('maxAttempts'), col('previousVersion'), col('requestedBy')],
+  );
+  return rows.map((r) => r.run_id);
+}
+
+/** The first step (`created`) of many new runs. */
+export async function addFirstSteps(db: Queryable, steps: Array<{ runId: string; detail: Record<string, unknown> }>): Promise<void> {
+  if (steps.length === 0) return;
+  await db.query(`INSERT INTO rotation_steps (run_id, seq, step, detail) SELECT u.run_id, 1, 'created', u.detail FROM unnest($1::uuid[], $2::jsonb[]) AS u(run_id, detail)`,
+    [steps.map((s) => s.runId), steps.map((s) => JSON.stringify(s.detail))]);
+}
+
+/** Moves many policies' next rotation times. */
+export async function moveSchedules(db: Queryable, moves: Array<{ targetId: string; next: Date }>): Promise<void> {
+  if (moves.length === 0) return;
+  await db.query('UPDATE policies p SET next_run_at = u.next FROM unnest($1::uuid[], $2::timestamptz[]) AS u(target_id, next) WHERE p.target_id = u.target_id',
+    [moves.map((m) => m.targetId), moves.map((m) => m.next)]);
+}
+
 export async function openRunOf(db: Queryable, targetId: string): Promise<RunRow | null> {
   return (await db.query<RunRow>('SELECT * FROM rotation_runs WHERE target_id = $1 AND holds_target', [targetId])).rows[0] ?? null;
 }

@@ -38,8 +38,6 @@ interface StepOutcome {
   /** Agents to tell about a new command, after the commit. */
   announce: string[];
   alert: Alert | null;
-  /** Tests only: the fault-injection point reached once this step has committed. */
-  crashAfterCommit?: 'after-pending';
 }
 
 /**
@@ -58,7 +56,6 @@ interface StepOutcome {
 export class RotationEngine {
   private readonly runCommands: RunCommands;
   private readonly running = new Map<string, Promise<void>>();
-  private readonly finishedListeners: Array<(run: RunRow) => void> = [];
 
   constructor(
     private readonly pool: Pool,
@@ -72,11 +69,6 @@ export class RotationEngine {
     private readonly announce: (agentId: string) => void,
   ) {
     this.runCommands = new RunCommands(versions, commands, options.commandTimeoutMs);
-  }
-
-  /** Called whenever a run reaches a state a waiting caller may care about. */
-  onRunChanged(listener: (run: RunRow) => void): void {
-    this.finishedListeners.push(listener);
   }
 
   /**
@@ -108,13 +100,19 @@ export class RotationEngine {
         return;
       }
       if (outcome === null) return;
-      if (outcome.crashAfterCommit !== undefined) this.crashHere(outcome.crashAfterCommit);
       for (const agentId of outcome.announce) this.announce(agentId);
       if (outcome.alert !== null) await this.alerter.send(outcome.alert);
-      const run = await this.pool.query<RunRow>('SELECT * FROM rotation_runs WHERE run_id = $1', [runId]);
-      if (run.rows[0] !== undefined) for (const listener of this.finishedListeners) listener(run.rows[0]);
       if (!outcome.again) return;
     }
+  }
+
+  /**
+   * Runs the first step (store the pending version) inside the caller's transaction, so
+   * a manual trigger creates the run and its pending version in one commit. Call
+   * {@link advance} after the commit for the rest.
+   */
+  async storePendingWithin(client: PoolClient, runId: string): Promise<void> {
+    await this.step(client, runId);
   }
 
   /** One step on the locked run; null when there is nothing to do now. */
@@ -158,10 +156,11 @@ export class RotationEngine {
     }
     await ctx.change({ state: 'pending', pending_version: version, next_action_at: new Date() }, 'pending stored', { version, user: run.db_user, attempt: run.attempt });
     await ctx.audit('rotation.pending', 'success', version, { attempt: run.attempt });
-    return { again: true, announce: [], alert: null, crashAfterCommit: 'after-pending' };
+    return { again: true, announce: [], alert: null };
   }
 
   private async dispatch(ctx: StepContext): Promise<StepOutcome> {
+    this.crashHere('after-pending'); // the pending version committed in an earlier transaction; nothing is dispatched yet
     const issued = await this.runCommands.apply(ctx.client, ctx.run, ctx.target);
     await ctx.change({ state: 'dispatched', command_id: issued.commandId, failures: 0, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) },
       'dispatched to agent', { commandId: issued.commandId, agentId: ctx.target.agent_id, user: ctx.run.db_user, strategy: ctx.run.strategy });

@@ -7,7 +7,7 @@ import type { PolicySpec } from '../../shared/protocol/rotation-api.js';
 import type { AuditChainWriter } from '../audit/audit-appender.js';
 import { withTransaction } from '../db/transaction.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
-import { addStep, dueRuns, insertRun } from './rotation-dal.js';
+import { addFirstSteps, dueRuns, insertRuns, moveSchedules } from './rotation-dal.js';
 import type { RotationEngine } from './rotation-engine.js';
 import { nextRunAt } from './schedule.js';
 import { schedulePolicyOf } from './policy-rules.js';
@@ -64,7 +64,8 @@ export class RotationScheduler {
     this.connection = new Redis(this.options.redisUrl, { maxRetriesPerRequest: null, enableOfflineQueue: true });
     this.connection.on('error', (err: Error) => this.logger.warn({ err: { message: err.message } }, 'Redis connection problem (rotation scheduler)'));
     const prefix = `${this.options.redisPrefix}bull`;
-    this.queue = new Queue('rotation', { connection: this.connection, prefix });
+    // Nobody reads the sweep's event stream: keep it short (BullMQ's default is 10,000 events, about 1 MB).
+    this.queue = new Queue('rotation', { connection: this.connection, prefix, streams: { events: { maxLen: 100 } } });
     this.queue.on('error', (err) => this.logger.warn({ err: { message: err.message } }, 'rotation queue error'));
     this.worker = new Worker('rotation', async () => this.sweep(), { connection: this.connection, prefix, concurrency: 1 });
     this.worker.on('error', (err) => this.logger.warn({ err: { message: err.message } }, 'rotation sweep worker error'));
@@ -109,8 +110,9 @@ export class RotationScheduler {
       created.push(...batch.runs);
       if (batch.claimed < CLAIM_BATCH) break;
     }
+    // New runs beyond one batch wait for the next sweeps (their next_action_at is now), so a burst never blocks claiming.
     const due = await dueRuns(this.pool, RUN_BATCH);
-    const ids = [...new Set([...created, ...due])];
+    const ids = [...new Set([...created.slice(0, RUN_BATCH), ...due])].slice(0, RUN_BATCH * 2);
     await runLimited(ids, ADVANCE_CONCURRENCY, (id) => this.engine.advance(id));
   }
 
@@ -127,24 +129,25 @@ export class RotationScheduler {
           LIMIT $1
           FOR UPDATE OF p SKIP LOCKED`, [CLAIM_BATCH],
       )).rows;
-      const runs: string[] = [];
+      if (due.length === 0) return { claimed: 0, runs: [] };
       const now = new Date();
-      for (const policy of due) {
-        const runId = randomUUID();
-        const inserted = await insertRun(client, {
-          runId, targetId: policy.target_id, projectId: policy.project_id, trigger: 'schedule', scheduledFor: policy.next_run_at,
-          strategy: policy.spec.strategy, graceSeconds: policy.spec.graceSeconds, dbUser: userForNextRun({ ...policy, strategy: policy.spec.strategy }),
-          maxAttempts: policy.spec.maxAttempts, previousVersion: policy.current_version, requestedBy: null,
-        });
-        if (inserted) {
-          runs.push(runId);
-          await addStep(client, runId, 'created', { trigger: 'schedule', scheduledFor: policy.next_run_at.toISOString() });
-          await this.chain.append(client, [{ identityId: null, sourceIp: null, action: 'rotation.start', projectId: policy.project_id, secretId: policy.secret_id, outcome: 'success', detail: { runId, trigger: 'schedule' } }]);
-        }
-        else this.logger.info({ targetId: policy.target_id }, 'a rotation is already in flight for this target; the scheduled one joins it');
-        const next = nextRunAt(schedulePolicyOf(policy.spec), now, Math.random, now);
-        await client.query('UPDATE policies SET next_run_at = $2 WHERE target_id = $1', [policy.target_id, next]);
+      const planned = due.map((policy) => ({ policy, run: {
+        runId: randomUUID(), targetId: policy.target_id, projectId: policy.project_id, trigger: 'schedule' as const, scheduledFor: policy.next_run_at,
+        strategy: policy.spec.strategy, graceSeconds: policy.spec.graceSeconds, dbUser: userForNextRun({ ...policy, strategy: policy.spec.strategy }),
+        maxAttempts: policy.spec.maxAttempts, previousVersion: policy.current_version, requestedBy: null,
+      } }));
+      // Set-based: a thousand policies due at the same instant cost a handful of statements, not thousands.
+      const inserted = new Set(await insertRuns(client, planned.map((p) => p.run)));
+      const started = planned.filter((p) => inserted.has(p.run.runId));
+      if (started.length < planned.length) this.logger.info({ joined: planned.length - started.length }, 'targets with a rotation already in flight: their scheduled one joins it');
+      await addFirstSteps(client, started.map((p) => ({ runId: p.run.runId, detail: { trigger: 'schedule', scheduledFor: p.policy.next_run_at.toISOString() } })));
+      if (started.length > 0) {
+        await this.chain.append(client, started.map((p) => ({
+          identityId: null, sourceIp: null, action: 'rotation.start', projectId: p.policy.project_id, secretId: p.policy.secret_id, outcome: 'success', detail: { runId: p.run.runId, trigger: 'schedule' },
+        })));
       }
+      await moveSchedules(client, due.map((policy) => ({ targetId: policy.target_id, next: nextRunAt(schedulePolicyOf(policy.spec), now, Math.random, now) })));
+      const runs = started.map((p) => p.run.runId);
       return { claimed: due.length, runs };
     });
   }

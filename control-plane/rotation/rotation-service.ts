@@ -49,6 +49,8 @@ export class RotationService {
       if (ok) {
         await addStep(client, runId, 'created', { trigger: 'manual' });
         await this.chain.append(client, [{ identityId: caller.identityId, sourceIp, action: 'rotation.start', projectId: target.project_id, secretId: target.secret_id, outcome: 'success', detail: { runId, target: targetName, trigger: 'manual' } }]);
+        // The pending version commits with the run (one transaction); dispatch follows in the next.
+        await this.engine.storePendingWithin(client, runId);
       }
       return ok;
     });
