@@ -7,12 +7,12 @@
 import { applierError, type ApplierError } from './applier-errors.js';
 
 /** Database engines that have an applier. */
-export type Engine = 'postgres' | 'mysql' | 'redis';
+export type Engine = 'postgres' | 'mysql' | 'redis' | 'mongodb' | 'mssql';
 
-export const ENGINES: readonly Engine[] = ['postgres', 'mysql', 'redis'];
+export const ENGINES: readonly Engine[] = ['postgres', 'mysql', 'redis', 'mongodb', 'mssql'];
 
 /** The port each engine listens on unless told otherwise. */
-export const DEFAULT_PORTS: Readonly<Record<Engine, number>> = { postgres: 5432, mysql: 3306, redis: 6379 };
+export const DEFAULT_PORTS: Readonly<Record<Engine, number>> = { postgres: 5432, mysql: 3306, redis: 6379, mongodb: 27017, mssql: 1433 };
 
 /**
  * TLS to the database server.
@@ -59,6 +59,10 @@ export interface TargetConnection {
   mysqlAccountHost?: string | undefined;
   /** Redis: `acl` (default) for ACL users; `requirepass` for the default user without ACLs. */
   redisPasswordMode?: RedisPasswordMode | undefined;
+  /** MongoDB: the database the user is defined in (default `admin`). */
+  authDatabase?: string | undefined;
+  /** SQL Server: a server `login` (default) or a `contained-user` of `database`. */
+  mssqlPrincipal?: 'login' | 'contained-user' | undefined;
 }
 
 /**
@@ -93,6 +97,8 @@ const URL_PROTOCOLS: Readonly<Record<Engine, readonly string[]>> = {
   postgres: ['postgres:', 'postgresql:'],
   mysql: ['mysql:', 'mariadb:'],
   redis: ['redis:', 'rediss:'],
+  mongodb: ['mongodb:'],
+  mssql: ['mssql:', 'sqlserver:'],
 };
 
 /**
@@ -105,7 +111,7 @@ export function checkTarget(target: TargetConnection): void {
 }
 
 function targetProblem(target: TargetConnection): string | undefined {
-  if (!ENGINES.includes(target.engine)) return 'engine: must be postgres, mysql or redis';
+  if (!ENGINES.includes(target.engine)) return 'engine: must be postgres, mysql, redis, mongodb or mssql';
   if (typeof target.host !== 'string' || target.host === '' || /[\s/]/.test(target.host)) return 'host: must be a host name or address';
   if (!Number.isInteger(target.port) || target.port < 1 || target.port > 65535) return 'port: must be 1–65535';
   if (typeof target.user !== 'string' || target.user === '' || target.user.includes('\0')) return 'user: must be a non-empty name';
@@ -115,6 +121,9 @@ function targetProblem(target: TargetConnection): string | undefined {
   if (target.redisPasswordMode !== undefined && target.engine !== 'redis') return 'redisPasswordMode: applies to redis only';
   if (target.redisPasswordMode === 'requirepass' && target.user !== 'default') return 'user: requirepass manages the "default" user only';
   if (target.mysqlAccountHost !== undefined && target.engine !== 'mysql') return 'mysqlAccountHost: applies to mysql only';
+  if (target.authDatabase !== undefined && target.engine !== 'mongodb') return 'authDatabase: applies to mongodb only';
+  if (target.mssqlPrincipal !== undefined && target.engine !== 'mssql') return 'mssqlPrincipal: applies to mssql only';
+  if (target.mssqlPrincipal === 'contained-user' && (target.database === undefined || target.database === '')) return 'database: a contained-user lives in a database; name it';
   return undefined;
 }
 

@@ -96,6 +96,8 @@ export function toTargetConnection(spec: TargetSpec): TargetConnection {
     privilege: spec.privilege,
     mysqlAccountHost: spec.mysqlAccountHost,
     redisPasswordMode: spec.redisPasswordMode,
+    authDatabase: spec.authDatabase,
+    mssqlPrincipal: spec.mssqlPrincipal,
   };
 }
 

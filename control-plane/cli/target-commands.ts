@@ -40,17 +40,19 @@ interface AddOptions {
   sink?: string[];
   mysqlAccountHost?: string;
   redisPasswordMode?: string;
+  authDatabase?: string;
+  mssqlPrincipal?: string;
   adopt?: boolean;
 }
 
-const DEFAULT_PORTS: Record<string, number> = { postgres: 5432, mysql: 3306, redis: 6379 };
+const DEFAULT_PORTS: Record<string, number> = { postgres: 5432, mysql: 3306, redis: 6379, mongodb: 27017, mssql: 1433 };
 
 /** Registers `sikker target add|list|show|test`. */
 export function registerTargetCommands(program: Command, ctx: CliContext): void {
   const target = ctx.group(program, 'target', 'database users whose passwords SikkerKey rotates');
 
   ctx.leaf(target, 'add <project/target>', 'register a database user, the secret holding its password and the agent that manages it')
-    .requiredOption('--engine <engine>', 'postgres, mysql (MySQL or MariaDB) or redis')
+    .requiredOption('--engine <engine>', 'postgres, mysql (MySQL or MariaDB), redis, mongodb or mssql')
     .requiredOption('--host <host>', 'database host as the agent reaches it')
     .option('--port <port>', 'database port (default: the engine\'s)')
     .option('--database <name>', 'PostgreSQL: database to connect to (default postgres)')
@@ -65,6 +67,8 @@ export function registerTargetCommands(program: Command, ctx: CliContext): void 
     .option('--sink <name>', 'a sink on the agent that receives each new password (repeatable)', collect)
     .option('--mysql-account-host <host>', "MySQL: the host part of 'user'@'host'")
     .option('--redis-password-mode <mode>', 'redis: acl (default) or requirepass (the default user, no ACLs)')
+    .option('--auth-database <name>', 'mongodb: the database the user is defined in (default admin)')
+    .option('--mssql-principal <kind>', 'mssql: login (default) or contained-user (with --database)')
     .option('--adopt', 'read the password that logs in now from stdin and store it as the current version (no rotation)')
     .action(async (ref: string, opts: AddOptions, cmd: Command) => {
       const { project, name } = parseTargetRef(ref);
@@ -82,6 +86,8 @@ export function registerTargetCommands(program: Command, ctx: CliContext): void 
           privilege: opts.self === true ? { mode: 'self' } : { mode: 'admin', adminConnection: opts.adminConnection },
           ...(opts.mysqlAccountHost === undefined ? {} : { mysqlAccountHost: opts.mysqlAccountHost }),
           ...(opts.redisPasswordMode === undefined ? {} : { redisPasswordMode: opts.redisPasswordMode }),
+          ...(opts.authDatabase === undefined ? {} : { authDatabase: opts.authDatabase }),
+          ...(opts.mssqlPrincipal === undefined ? {} : { mssqlPrincipal: opts.mssqlPrincipal }),
         },
       }, 'target');
       const added = await ctx.signedClient(cmd).request('POST', `${projectPath(project)}/targets`, body, Target);

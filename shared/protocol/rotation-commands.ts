@@ -8,7 +8,7 @@ import { z } from 'zod';
  * command id. Results are the flat facts the generic protocol allows (≤ 32 keys).
  */
 
-export const TARGET_ENGINES = ['postgres', 'mysql', 'redis'] as const;
+export const TARGET_ENGINES = ['postgres', 'mysql', 'redis', 'mongodb', 'mssql'] as const;
 export type TargetEngine = (typeof TARGET_ENGINES)[number];
 
 /** What the agent must know to reach one database user. Holds no secret. */
@@ -28,6 +28,10 @@ export const TargetSpec = z.object({
   ]),
   mysqlAccountHost: z.string().min(1).max(255).optional(),
   redisPasswordMode: z.enum(['acl', 'requirepass']).optional(),
+  /** MongoDB: the database the user is defined in (default `admin`). */
+  authDatabase: z.string().min(1).max(64).regex(/^[^/\\. "$*<>:|?\0]+$/, 'a MongoDB database name').optional(),
+  /** SQL Server: a server `login` (default) or a contained database `user` (needs `database`). */
+  mssqlPrincipal: z.enum(['login', 'contained-user']).optional(),
 }).strict();
 export type TargetSpec = z.infer<typeof TargetSpec>;
 
