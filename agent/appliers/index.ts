@@ -5,7 +5,7 @@
  * budget depends on it). Import types from './applier.js' and './target.js'.
  */
 import type { Applier } from './applier.js';
-import { applierError } from './applier-errors.js';
+import { ApplierError, applierError } from './applier-errors.js';
 import {
   checkTarget,
   DEFAULT_APPLIER_OPTIONS,
@@ -49,8 +49,11 @@ export async function createApplier(
         return new (await import('./mysql.js')).MysqlApplier(target, login, compiled);
       case 'redis':
         return new (await import('./redis.js')).RedisApplier(target, login, compiled);
+      default:
+        throw applierError('ERR_APPLIER_UNSUPPORTED', { engine: target.engine, operation: 'create' }, `this agent has no ${target.engine} applier yet`);
     }
   } catch (err) {
+    if (err instanceof ApplierError) throw err;
     // only a missing or broken driver package lands here; its message names a path, not a secret
     throw applierError('ERR_APPLIER_UNSUPPORTED', { engine: target.engine, operation: 'create' },
       `the ${target.engine} driver could not be loaded (${err instanceof Error && 'code' in err ? String(err.code) : 'load error'})`);
