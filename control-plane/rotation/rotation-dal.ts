@@ -198,7 +198,7 @@ export async function listRuns(db: Queryable, projectId: string, targetId: strin
 export async function dueRuns(db: Queryable, limit: number): Promise<string[]> {
   return (await db.query<{ run_id: string }>(
     `SELECT r.run_id FROM rotation_runs r LEFT JOIN agent_commands c ON c.command_id = r.command_id
-      WHERE r.holds_target AND (r.next_action_at <= now() OR c.state IN ('succeeded', 'failed', 'rejected', 'expired'))
+      WHERE r.holds_target AND (r.next_action_at <= now() OR (c.state IN ('succeeded', 'failed', 'rejected', 'expired') AND r.updated_at < now() - interval '2 seconds'))
       ORDER BY r.next_action_at LIMIT $1`, [limit],
   )).rows.map((r) => r.run_id);
 }

@@ -96,7 +96,7 @@ export class RotationEngine {
       } catch (err) {
         const retryable = err instanceof SikkerError && err.retryable;
         this.logger[retryable ? 'warn' : 'error']({ err, runId }, 'a rotation step failed; the sweep will try it again');
-        await this.pool.query('UPDATE rotation_runs SET next_action_at = now() + interval \'5 seconds\' WHERE run_id = $1 AND holds_target', [runId]).catch(() => undefined);
+        await this.pool.query('UPDATE rotation_runs SET next_action_at = now() + interval \'5 seconds\', updated_at = now() WHERE run_id = $1 AND holds_target', [runId]).catch(() => undefined);
         return;
       }
       if (outcome === null) return;

@@ -63,6 +63,9 @@ export class SecretService {
     return withTransaction(this.pool, this.logger, async (client) => {
       const { secretId, dataKey } = await this.versions_.lockOrCreateSecret(client, project.project_id, name);
       try {
+        // A rotated secret changes only by rotation: a value written by hand would not be the database's.
+        const owner = (await client.query<{ name: string }>('SELECT name FROM targets WHERE secret_id = $1', [secretId])).rows[0];
+        if (owner !== undefined) throw new SikkerError('ERR_CONFLICT', `secret "${name}" holds the password of target "${owner.name}": it changes only by rotation (sikker rotate)`);
         const version = await this.versions_.addVersion(client, { projectId: project.project_id, secretId, dataKey, plaintext, label, dbUser: null, createdBy: caller.identityId });
         await this.chain.append(client, [{
           identityId: caller.identityId, sourceIp, action: 'secret.write', projectId: project.project_id, secretId, secretVersion: version, outcome: 'success', detail: { name, label },

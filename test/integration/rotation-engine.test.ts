@@ -38,6 +38,8 @@ t.test('replace: rotate now → pending, dispatched, verified, committed; the ol
 
   const versions = await fx.h.admin.ok('GET', '/v1/projects/p/secrets/orders-password/versions');
   t.match(versions.versions, [{ version: 1, label: 'previous', state: 'revoked' }, { version: 2, label: 'current', state: 'active' }]);
+  const byHand = await fx.h.admin.call('PUT', '/v1/projects/p/secrets/orders-password', { value: 'typed-by-hand-1' });
+  t.match(byHand, { status: 409, body: { error: { code: 'ERR_CONFLICT', message: /changes only by rotation/ } } }, 'a rotated secret cannot be overwritten by hand');
   const audit = await fx.h.admin.ok('GET', '/v1/audit?limit=200');
   const actions = audit.records.map((r: { action: string }) => r.action);
   for (const a of ['target.add', 'target.test', 'rotation.start', 'rotation.pending', 'rotation.dispatch', 'rotation.commit']) t.ok(actions.includes(a), `audited ${a}`);
