@@ -29,6 +29,11 @@ import { RootKeyHolder } from './vault/root-key-holder.js';
 import { SealService } from './vault/seal-service.js';
 import { SecretService } from './vault/secret-service.js';
 import { registerRotationRoutes } from './http/routes/rotation-routes.js';
+import { registerStatusRoutes } from './http/routes/status-routes.js';
+import { StatusService } from './status/status-service.js';
+import { registerLeakRoutes } from './http/routes/leak-routes.js';
+import { FingerprintService } from './leak/fingerprint-service.js';
+import { LeakService } from './leak/leak-service.js';
 import { Alerter } from './rotation/alerter.js';
 import { PolicyService } from './rotation/policy-service.js';
 import { runWaitingFor } from './rotation/rotation-dal.js';
@@ -131,7 +136,8 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
   const targets = new TargetService(pool, projects, versionStore, commands, chain, logger, staleSeconds);
   const policies = new PolicyService(pool, targets, chain, logger);
   const rotations = new RotationService(pool, projects, targets, engine, chain, logger);
-  const scheduler = new RotationScheduler(pool, chain, engine, root, logger, { redisUrl: config.redisUrl, redisPrefix: config.redisPrefix, sweepMs: config.rotation.sweepMs });
+  const scheduler = new RotationScheduler(pool, chain, engine, root, logger, { redisUrl: config.redisUrl, redisPrefix: config.redisPrefix, sweepMs: config.rotation.sweepMs },
+    () => versionStore.backfillFingerprints(pool, 100));
   // A command result advances the run waiting for it at once (the sweep is the safety net).
   hub.onCommandFinished((commandId) => {
     void (async () => {
@@ -172,6 +178,10 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
     metrics.requestSeconds.observe({ route }, reply.elapsedTime / 1000);
   });
 
+  // Status (sikker status, GET /v1/status) and its gauges, read on each /metrics scrape; no vault needed.
+  const status = new StatusService(pool, projects, staleSeconds);
+  metrics.observeStatus(() => status.figures(), logger);
+
   const kit = new RouteKit(app, { authenticator, root, audit, logger });
   const serverPublicKey = async (): Promise<string | null> => (await seal.status()).serverPublicKey;
   registerSysRoutes(kit, { seal, keyRotation, logger, allowRemoteInit: config.allowRemoteInit, announceSeal: () => bus.announceSeal() });
@@ -180,6 +190,10 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
   registerAuditRoutes(kit, { pool, projects });
   registerAgentRoutes(kit, { pool, projects, commands, staleSeconds });
   registerRotationRoutes(kit, { targets, policies, rotations });
+  registerStatusRoutes(kit, { status });
+  const fingerprints = new FingerprintService(pool, projects, versionStore, audit);
+  const leaks = new LeakService(pool, projects, fingerprints, engine, chain, logger);
+  registerLeakRoutes(kit, { leaks, fingerprints });
   registerOpsRoutes(app, kit, { root, metrics, ready: async () => redis.status === 'ready' });
 
   return {

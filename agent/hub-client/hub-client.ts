@@ -7,6 +7,7 @@ import type { Logger } from '../../shared/logging/logger.js';
 import { createApplyExecutor } from '../commands/apply-command.js';
 import { createCheckExecutor } from '../commands/check-command.js';
 import { ApplierPool } from '../commands/applier-pool.js';
+import { createTerminateExecutor } from '../commands/terminate-command.js';
 import { createDeliverExecutor } from '../commands/deliver-command.js';
 import type { CommandExecutor } from '../commands/command-executor.js';
 import { createPreflightExecutor } from '../commands/preflight-command.js';
@@ -91,6 +92,7 @@ export class HubClient extends EventEmitter<HubClientEvents> {
       createApplyExecutor(rotation),
       createCheckExecutor(rotation),
       createRevokeExecutor(rotation),
+      createTerminateExecutor(rotation),
     ];
     this.#processor = new CommandProcessor({
       agentId: options.identity.identityId,

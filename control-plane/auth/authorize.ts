@@ -10,12 +10,12 @@ import type { AuthIdentity } from '../identity/identity-types.js';
 export type Action =
   | 'secret.read' | 'secret.write' | 'secret.list' | 'secret.grant'
   | 'token.create' | 'project.rotate-key' | 'audit.read' | 'agent.read' | 'agent.command'
-  | 'target.read' | 'target.write' | 'rotation.run';
+  | 'target.read' | 'target.write' | 'rotation.run' | 'secret.match' | 'leak.respond';
 
 const ROLE_ACTIONS: Record<Role, ReadonlySet<Action>> = {
-  admin: new Set<Action>(['secret.read', 'secret.write', 'secret.list', 'secret.grant', 'token.create', 'project.rotate-key', 'audit.read', 'agent.read', 'agent.command', 'target.read', 'target.write', 'rotation.run']),
-  dba: new Set<Action>(['secret.read', 'secret.write', 'secret.list', 'audit.read', 'agent.read', 'agent.command', 'target.read', 'target.write', 'rotation.run']),
-  oncall: new Set<Action>(['secret.read', 'secret.list', 'audit.read', 'agent.read', 'agent.command', 'target.read', 'rotation.run']),
+  admin: new Set<Action>(['secret.read', 'secret.write', 'secret.list', 'secret.grant', 'token.create', 'project.rotate-key', 'audit.read', 'agent.read', 'agent.command', 'target.read', 'target.write', 'rotation.run', 'secret.match', 'leak.respond']),
+  dba: new Set<Action>(['secret.read', 'secret.write', 'secret.list', 'audit.read', 'agent.read', 'agent.command', 'target.read', 'target.write', 'rotation.run', 'secret.match', 'leak.respond']),
+  oncall: new Set<Action>(['secret.read', 'secret.list', 'audit.read', 'agent.read', 'agent.command', 'target.read', 'rotation.run', 'secret.match', 'leak.respond']),
   reader: new Set<Action>(['secret.read', 'secret.list']),
   agent: new Set<Action>(['secret.read', 'secret.list']),
 };

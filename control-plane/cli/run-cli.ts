@@ -9,7 +9,9 @@ import { Output } from './output.js';
 import { registerProjectCommands } from './project-commands.js';
 import { registerSecretCommands } from './secret-commands.js';
 import { registerRotationCommands } from './rotation-commands.js';
+import { registerStatusCommands } from './status-commands.js';
 import { registerTargetCommands } from './target-commands.js';
+import { registerLeakCommands } from './leak-commands.js';
 
 export type { CliIo } from './cli-context.js';
 
@@ -35,6 +37,8 @@ function buildProgram(ctx: CliContext): Command {
   registerAgentCommands(program, ctx);
   registerTargetCommands(program, ctx);
   registerRotationCommands(program, ctx);
+  registerLeakCommands(program, ctx);
+  registerStatusCommands(program, ctx);
   return program;
 }
 

@@ -221,6 +221,7 @@ export class RotationEngine {
         await ctx.change({ state: 'parked', command_id: null, failures, next_action_at: new Date(Date.now() + PARKED_RECHECK_MS), error_code: 'ERR_ROTATION_UNCERTAIN', error_message: `cannot tell whether the new password took effect (${reason}); the target stays held and is checked hourly` },
           first ? 'parked: outcome unknown' : 'check failed again', { reason, failures });
         if (first) await ctx.audit('rotation.parked', 'failure', run.pending_version, { code: 'ERR_ROTATION_UNCERTAIN' });
+        if (first) await this.finishLeaks(ctx, 'exposed', `ERR_ROTATION_UNCERTAIN: ${reason}`);
         return { again: false, announce: [], alert: first ? ctx.alert('rotation.parked', 'ERR_ROTATION_UNCERTAIN', `cannot tell whether the new password took effect (${reason}); the target is held until a check succeeds`) : null };
       }
       await ctx.change({ command_id: null, failures, next_action_at: backoff(await this.retryBase(ctx), failures) }, 'check failed; will ask again', { reason, failures });
@@ -251,7 +252,9 @@ export class RotationEngine {
     `committed (${how})`, { version: run.pending_version, previous, graceSeconds: graceOver ? 0 : run.grace_seconds });
     await ctx.audit('rotation.commit', 'success', run.pending_version, { how, previous, strategy: run.strategy });
     const announce = await this.deliverToSinks(ctx);
-    return { again: false, announce, alert: null };
+    if (run.trigger === 'leak') announce.push(...(await this.leakAfterCommit(ctx, previous)));
+    if (graceOver) await this.finishLeaks(ctx, 'neutralised', null);
+    return { again: !graceOver && run.grace_seconds === 0, announce, alert: null };
   }
 
   /** Sinks get the committed password in the commit's transaction, so they are never skipped, and before any revoke (generation order). */
@@ -289,6 +292,7 @@ export class RotationEngine {
       const now = new Date();
       await ctx.change({ state: 'done', holds_target: false, finished_at: now, command_id: null, next_action_at: null }, 'previous revoked', { version: run.previous_version, outcome: command.result?.outcome ?? null });
       await ctx.audit('rotation.revoke', 'success', run.previous_version, {});
+      await this.finishLeaks(ctx, 'neutralised', null);
       return { again: false, announce: [], alert: null };
     }
     const failures = run.failures + 1;
@@ -316,7 +320,39 @@ export class RotationEngine {
     if (discardPending && run.pending_version !== null) await this.versions.revoke(ctx.client, ctx.target.secret_id, run.pending_version);
     await ctx.change({ state: 'parked', holds_target: false, finished_at: new Date(), command_id: null, next_action_at: null, error_code: code, error_message: message }, 'parked', { code, message });
     await ctx.audit('rotation.parked', 'failure', run.pending_version, { code });
+    await this.finishLeaks(ctx, 'exposed', `${code}: ${message}`);
     return { again: false, announce: [], alert: ctx.alert('rotation.parked', code, message) };
+  }
+
+  /**
+   * Leak response at commit: every older version still marked active is revoked in the
+   * vault at once (they no longer log in: earlier rotations replaced or revoked them),
+   * except the previous one of dual/alternate, which the revoke step (grace 0, next)
+   * removes from the database first. With `kill_sessions`, the user's live sessions are
+   * ended too (the command runs before the revoke: the agent keeps generation order).
+   */
+  private async leakAfterCommit(ctx: StepContext, previous: number | null): Promise<string[]> {
+    const { client, run, target } = ctx;
+    const keepForRevoke = run.strategy === 'replace' ? null : previous;
+    await client.query(
+      `UPDATE secret_versions SET state = 'revoked' WHERE secret_id = $1 AND version < $2 AND state = 'active' AND ($3::int IS NULL OR version <> $3::int)`,
+      [target.secret_id, run.pending_version, keepForRevoke],
+    );
+    const leak = (await client.query<{ kill_sessions: boolean; leaked_version: number }>('SELECT kill_sessions, leaked_version FROM leaks WHERE run_id = $1 ORDER BY reported_at LIMIT 1', [run.run_id])).rows[0];
+    if (leak?.kill_sessions !== true || previous === null) return [];
+    const user = (await client.query<{ db_user: string | null }>('SELECT db_user FROM secret_versions WHERE secret_id = $1 AND version = $2', [target.secret_id, previous])).rows[0]?.db_user ?? target.spec.user;
+    const issued = await this.runCommands.terminate(client, run, target, user);
+    await ctx.step('ending the user\'s live sessions', { commandId: issued.commandId, user });
+    await ctx.audit('rotation.sessions.terminate', 'issued', previous, { commandId: issued.commandId });
+    return [target.agent_id];
+  }
+
+  /** Closes the leak records this run answers. */
+  private async finishLeaks(ctx: StepContext, state: 'neutralised' | 'exposed', reason: string | null): Promise<void> {
+    await ctx.client.query(
+      `UPDATE leaks SET state = $2, reason = $3, neutralised_at = CASE WHEN $2 = 'neutralised' THEN now() ELSE NULL END WHERE run_id = $1 AND state = 'open'`,
+      [ctx.run.run_id, state, reason],
+    );
   }
 
   private async retryBase(ctx: StepContext): Promise<number> {

@@ -56,6 +56,8 @@ export class RotationScheduler {
     private readonly root: RootKeyHolder,
     private readonly logger: Logger,
     private readonly options: { redisUrl: string; redisPrefix: string; sweepMs: number },
+    /** Small catch-up work done on every sweep while unsealed (fingerprints of versions from before they existed). */
+    private readonly backfill?: () => Promise<unknown>,
   ) {}
 
   /** Starts this replica's worker and upserts the one job scheduler (in the background, retried while Redis is away). */
@@ -112,6 +114,7 @@ export class RotationScheduler {
     }
     // New runs beyond one batch wait for the next sweeps (their next_action_at is now), so a burst never blocks claiming.
     const due = await dueRuns(this.pool, RUN_BATCH);
+    await this.backfill?.().catch((err: unknown) => this.logger.warn({ err }, 'fingerprint backfill failed; retrying next sweep'));
     const ids = [...new Set([...created.slice(0, RUN_BATCH), ...due])].slice(0, RUN_BATCH * 2);
     await runLimited(ids, ADVANCE_CONCURRENCY, (id) => this.engine.advance(id));
   }

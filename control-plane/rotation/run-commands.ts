@@ -82,6 +82,17 @@ export class RunCommands {
     }
   }
 
+  /** Ends `user`'s live sessions (leak response). Self-rotation sends the password that logs in now. */
+  async terminate(client: PoolClient, run: RunRow, target: TargetRow, user: string): Promise<IssuedCommand> {
+    const current = target.spec.privilege.mode === 'self' ? await this.password(client, target, run.pending_version) : null;
+    try {
+      const secrets = current === null ? {} : { currentPassword: current.toString('utf8') };
+      return await this.issue(client, target, 'sessions.terminate', { runId: run.run_id, target: RunCommands.spec(target, user), user }, secrets);
+    } finally {
+      zero(current);
+    }
+  }
+
   /** The committed password to one of the agent's sinks (a `secret.deliver`, as an operator would send). */
   async deliver(client: PoolClient, target: TargetRow, sink: string, version: number, plaintext: Buffer): Promise<IssuedCommand> {
     const payload = { sink, project: target.project_name, secret: target.secret_name, version };
@@ -93,7 +104,7 @@ export class RunCommands {
     return (await this.versions.decrypt(client, target.project_id, target.secret_id, version)).plaintext;
   }
 
-  private async issue(client: PoolClient, target: TargetRow, kind: 'rotation.apply' | 'rotation.check' | 'rotation.revoke', payload: Record<string, unknown>, secrets: object): Promise<IssuedCommand> {
+  private async issue(client: PoolClient, target: TargetRow, kind: 'rotation.apply' | 'rotation.check' | 'rotation.revoke' | 'sessions.terminate', payload: Record<string, unknown>, secrets: object): Promise<IssuedCommand> {
     const plaintext = Buffer.from(JSON.stringify(secrets), 'utf8');
     try {
       return await this.commands.insertWithin(client, { agentId: target.agent_id, kind, payload, plaintext, issuedBy: null, ttlMs: this.ttlMs });

@@ -13,6 +13,7 @@ export const ROOT_KEY_VERSION = 1;
  */
 export class Keyring {
   private readonly projectKeys = new Map<string, Buffer>();
+  private readonly fingerprintKeys = new Map<string, Buffer>();
 
   constructor(private readonly root: RootKeyHolder) {
     root.onSeal(() => this.clear());
@@ -21,6 +22,8 @@ export class Keyring {
   clear(): void {
     for (const key of this.projectKeys.values()) zero(key);
     this.projectKeys.clear();
+    for (const key of this.fingerprintKeys.values()) zero(key);
+    this.fingerprintKeys.clear();
   }
 
   /** Generates a project key of `version` and returns it wrapped under the root key. */
@@ -72,5 +75,33 @@ export class Keyring {
     } finally {
       zero(dataKey);
     }
+  }
+
+  /**
+   * The project's fingerprint key (HMAC key for the keyed fingerprint of every version's
+   * value), created at first use and wrapped under the root key. Separate from the
+   * master key so master-key rotations leave fingerprints valid. Owned by the cache.
+   */
+  async fingerprintKey(db: Queryable, projectId: string): Promise<Buffer> {
+    const cached = this.fingerprintKeys.get(projectId);
+    if (cached !== undefined) return cached;
+    let wrapped = (await db.query<{ wrapped_fingerprint_key: Buffer | null }>('SELECT wrapped_fingerprint_key FROM projects WHERE project_id = $1', [projectId])).rows[0]?.wrapped_fingerprint_key ?? null;
+    if (wrapped === null) {
+      const key = newKey();
+      try {
+        const fresh = seal(this.root.rootKeyOrThrow(), ROOT_KEY_VERSION, key, { purpose: 'fingerprint-key', projectId });
+        // First writer wins; everyone then reads the stored one.
+        await db.query('UPDATE projects SET wrapped_fingerprint_key = $2 WHERE project_id = $1 AND wrapped_fingerprint_key IS NULL', [projectId, fresh]);
+      } finally {
+        zero(key);
+      }
+      wrapped = (await db.query<{ wrapped_fingerprint_key: Buffer | null }>('SELECT wrapped_fingerprint_key FROM projects WHERE project_id = $1', [projectId])).rows[0]?.wrapped_fingerprint_key ?? null;
+      if (wrapped === null) throw new SikkerError('ERR_NOT_FOUND', 'no such project');
+    }
+    const raced = this.fingerprintKeys.get(projectId);
+    if (raced !== undefined) return raced;
+    const key = open(this.root.rootKeyOrThrow(), wrapped, { purpose: 'fingerprint-key', projectId });
+    this.fingerprintKeys.set(projectId, key);
+    return key;
   }
 }

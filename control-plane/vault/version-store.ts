@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { PoolClient } from 'pg';
 import { open, seal, zero } from '../../shared/crypto/aead.js';
+import { hmacSha256 } from '../../shared/crypto/derive.js';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Queryable } from '../db/queryable.js';
 import type { Keyring } from './keyring.js';
@@ -62,8 +63,9 @@ export class VersionStore {
     } else {
       await client.query("UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'pending'", [v.secretId]);
     }
-    await client.query('INSERT INTO secret_versions (secret_id, version, ciphertext, label, created_by, db_user) VALUES ($1, $2, $3, $4, $5, $6)',
-      [v.secretId, version, ciphertext, v.label, v.createdBy, v.dbUser]);
+    const fingerprint = await this.fingerprint(client, v.projectId, v.plaintext);
+    await client.query('INSERT INTO secret_versions (secret_id, version, ciphertext, label, created_by, db_user, fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7)',
+      [v.secretId, version, ciphertext, v.label, v.createdBy, v.dbUser, fingerprint]);
     return version;
   }
 
@@ -77,6 +79,32 @@ export class VersionStore {
     const promoted = await client.query("UPDATE secret_versions SET label = 'current' WHERE secret_id = $1 AND version = $2 AND label = 'pending'", [secretId, pendingVersion]);
     if (promoted.rowCount !== 1) throw new SikkerError('ERR_CONFLICT', `version ${pendingVersion} is not pending`);
     return current;
+  }
+
+  /** The keyed fingerprint of a value in a project: HMAC-SHA256 under the project's fingerprint key. */
+  async fingerprint(db: Queryable, projectId: string, value: Buffer): Promise<Buffer> {
+    return hmacSha256(await this.keyring.fingerprintKey(db, projectId), value);
+  }
+
+  /**
+   * Fingerprints up to `limit` versions written before fingerprints existed (a one-time
+   * catch-up after the upgrade: each such version is decrypted once). Returns how many.
+   */
+  async backfillFingerprints(db: Queryable, limit: number): Promise<number> {
+    const rows = (await db.query<{ project_id: string; secret_id: string; version: number }>(
+      `SELECT s.project_id, v.secret_id, v.version FROM secret_versions v JOIN secrets s ON s.secret_id = v.secret_id
+        WHERE v.fingerprint IS NULL LIMIT $1`, [limit],
+    )).rows;
+    for (const row of rows) {
+      const { plaintext } = await this.decrypt(db, row.project_id, row.secret_id, row.version);
+      try {
+        await db.query('UPDATE secret_versions SET fingerprint = $3 WHERE secret_id = $1 AND version = $2 AND fingerprint IS NULL',
+          [row.secret_id, row.version, await this.fingerprint(db, row.project_id, plaintext)]);
+      } finally {
+        zero(plaintext);
+      }
+    }
+    return rows.length;
   }
 
   /** A version that no longer logs in: it is kept for the record, never served again. */

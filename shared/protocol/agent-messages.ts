@@ -17,7 +17,7 @@ export const MAX_FRAGMENTS = 256;
 const Uuid = z.string().uuid();
 const Base64 = z.string().max(90_000).regex(/^[A-Za-z0-9+/]*={0,2}$/);
 
-export const COMMAND_KINDS = ['agent.probe', 'secret.deliver', 'target.preflight', 'rotation.apply', 'rotation.check', 'rotation.revoke'] as const;
+export const COMMAND_KINDS = ['agent.probe', 'secret.deliver', 'target.preflight', 'rotation.apply', 'rotation.check', 'rotation.revoke', 'sessions.terminate'] as const;
 export const CommandKind = z.enum(COMMAND_KINDS);
 export type CommandKind = z.infer<typeof CommandKind>;
 

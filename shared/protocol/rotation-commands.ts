@@ -112,6 +112,20 @@ export const RevokeSecrets = z.object({
 }).strict();
 export type RevokeSecrets = z.infer<typeof RevokeSecrets>;
 
+/**
+ * `sessions.terminate` (leak response): end every live session of `user`, except the
+ * agent's own. Facts: `{terminated: n}`. Self-rotation targets send the password that
+ * logs in now sealed (`TerminateSecrets`).
+ */
+export const TerminatePayload = z.object({
+  runId: RunId,
+  target: TargetSpec,
+  user: DbUser,
+}).strict();
+export type TerminatePayload = z.infer<typeof TerminatePayload>;
+export const TerminateSecrets = z.object({ currentPassword: Password.optional() }).strict();
+export type TerminateSecrets = z.infer<typeof TerminateSecrets>;
+
 /** Result facts of `rotation.apply` (all flat). */
 export interface ApplyFacts {
   verified: true;

@@ -22,6 +22,9 @@ import type { ScramPostgres } from './scram-postgres.js';
 export const AGENT_BIN = join(REPO_ROOT, 'dist', 'agent', 'main.js');
 
 export interface RotationStack {
+  /** The operator's home directory and identity file (for running the CLI directly). */
+  home: string;
+  identityPath: string;
   db: TestDatabase;
   /** The control plane's database, for reading run state while it is down. */
   dbPool: pg.Pool;
@@ -77,7 +80,7 @@ export async function startRotationStack(t: Test, cluster: ScramPostgres, option
     return p;
   };
 
-  const stack = { db, dbPool, server, role, initialPassword: `Init-${randomBytes(6).toString('hex')}` } as RotationStack;
+  const stack = { home, identityPath: join(home, 'operator.json'), db, dbPool, server, role, initialPassword: `Init-${randomBytes(6).toString('hex')}` } as RotationStack;
   stack.controlPlane = await startControlPlane(options.controlPlaneEnv ?? {});
   const init = await sikker(['operator', 'init', '--shares', '2', '--threshold', '2']);
   const shares: string[] = init.shares;

@@ -1,0 +1,137 @@
+import { randomUUID } from 'node:crypto';
+import type { Pool, PoolClient } from 'pg';
+import { SikkerError } from '../../shared/errors/sikker-error.js';
+import type { Logger } from '../../shared/logging/logger.js';
+import type { AuditChainWriter } from '../audit/audit-appender.js';
+import { requireProjectAction } from '../auth/authorize.js';
+import { withTransaction } from '../db/transaction.js';
+import type { AuthIdentity } from '../identity/identity-types.js';
+import { findPolicy, insertRun, addStep, openRunOf, type TargetRow } from '../rotation/rotation-dal.js';
+import type { RotationEngine } from '../rotation/rotation-engine.js';
+import { userForNextRun } from '../rotation/rotation-scheduler.js';
+import type { ProjectService } from '../vault/project-service.js';
+import type { FingerprintService } from './fingerprint-service.js';
+import { leakReport, type LeakReport } from './leak-report.js';
+
+export interface LeakOptions {
+  killSessions: boolean;
+}
+
+/** What one `leak` call started: a leak per matched secret (a value may match none). */
+export interface LeakStarted {
+  matched: boolean;
+  leaks: Array<{ leakId: string; project: string; secret: string; version: number; target: string | null; runId: string | null; joined: boolean }>;
+}
+
+/**
+ * Leak response: marks the leaked version, rotates at once (windows ignored, no grace),
+ * revokes every older version, optionally ends the user's sessions, and reports who
+ * could hold the value. A leaked value is found by keyed fingerprint, never by
+ * decrypting secrets. The work happens in the rotation engine (trigger `leak`); the
+ * leak record follows its run to `neutralised` or `exposed`.
+ */
+export class LeakService {
+  constructor(
+    private readonly pool: Pool,
+    private readonly projects: ProjectService,
+    private readonly fingerprints: FingerprintService,
+    private readonly engine: RotationEngine,
+    private readonly chain: AuditChainWriter,
+    private readonly logger: Logger,
+  ) {}
+
+  /** By name: the current version, or `version`. */
+  async byName(caller: AuthIdentity, sourceIp: string, projectName: string, secret: string, version: number | undefined, options: LeakOptions): Promise<LeakStarted> {
+    const project = await this.projects.resolve(caller, projectName);
+    requireProjectAction(caller, 'leak.respond', project.project_id);
+    const row = (await this.pool.query<{ secret_id: string; version: number }>(
+      `SELECT s.secret_id, v.version FROM secrets s JOIN secret_versions v ON v.secret_id = s.secret_id
+        WHERE s.project_id = $1 AND s.name = $2 AND ($3::int IS NULL AND v.label = 'current' OR v.version = $3::int)`, [project.project_id, secret, version ?? null],
+    )).rows[0];
+    if (row === undefined) throw new SikkerError('ERR_NOT_FOUND', `no secret "${secret}"${version === undefined ? ' with a current version' : ` version ${version}`} in project "${projectName}"`);
+    return { matched: true, leaks: [await this.start(caller, sourceIp, project.project_id, projectName, row.secret_id, secret, row.version, 'name', options)] };
+  }
+
+  /** By the leaked value itself, matched by fingerprint in the caller's projects (or one). */
+  async byValue(caller: AuthIdentity, sourceIp: string, value: string, projectName: string | undefined, options: LeakOptions): Promise<LeakStarted> {
+    const matches = await this.fingerprints.match(caller, sourceIp, [value], projectName);
+    const leaks: LeakStarted['leaks'] = [];
+    for (const m of matches) {
+      requireProjectAction(caller, 'leak.respond', m.projectId);
+      leaks.push(await this.start(caller, sourceIp, m.projectId, m.project, m.secretId, m.secret, m.version, 'value', options));
+    }
+    return { matched: matches.length > 0, leaks };
+  }
+
+  /** Every target of a project: each current version treated as leaked. */
+  async wholeProject(caller: AuthIdentity, sourceIp: string, projectName: string, options: LeakOptions): Promise<LeakStarted> {
+    const project = await this.projects.resolve(caller, projectName);
+    requireProjectAction(caller, 'leak.respond', project.project_id);
+    const rows = (await this.pool.query<{ secret_id: string; name: string; version: number }>(
+      `SELECT s.secret_id, s.name, v.version FROM targets t JOIN secrets s ON s.secret_id = t.secret_id
+         JOIN secret_versions v ON v.secret_id = s.secret_id AND v.label = 'current' WHERE t.project_id = $1 ORDER BY t.name`, [project.project_id],
+    )).rows;
+    const leaks: LeakStarted['leaks'] = [];
+    for (const r of rows) leaks.push(await this.start(caller, sourceIp, project.project_id, projectName, r.secret_id, r.name, r.version, 'name', options));
+    return { matched: rows.length > 0, leaks };
+  }
+
+  async report(caller: AuthIdentity, projectName: string, leakId: string): Promise<LeakReport> {
+    const project = await this.projects.resolve(caller, projectName);
+    requireProjectAction(caller, 'leak.respond', project.project_id);
+    const report = await leakReport(this.pool, leakId);
+    if (report === null || report.projectId !== project.project_id) throw new SikkerError('ERR_NOT_FOUND', `no leak ${leakId} in project "${projectName}"`);
+    return report;
+  }
+
+  private async start(caller: AuthIdentity, sourceIp: string, projectId: string, project: string, secretId: string, secret: string, version: number, foundBy: 'name' | 'value', options: LeakOptions): Promise<LeakStarted['leaks'][number]> {
+    const leakId = randomUUID();
+    const started = await withTransaction(this.pool, this.logger, async (client) => {
+      await client.query('SELECT 1 FROM secrets WHERE secret_id = $1 FOR UPDATE', [secretId]);
+      const target = (await client.query<TargetRow>(`SELECT t.*, v.version AS current_version, v.db_user AS current_user FROM targets t
+        LEFT JOIN secret_versions v ON v.secret_id = t.secret_id AND v.label = 'current' WHERE t.secret_id = $1`, [secretId])).rows[0] ?? null;
+      const state = (await client.query<{ state: string }>('UPDATE secret_versions SET leaked_at = COALESCE(leaked_at, now()) WHERE secret_id = $1 AND version = $2 RETURNING state', [secretId, version])).rows[0]?.state;
+      let run: { runId: string | null; joined: boolean; neutralised: boolean; reason: string | null } = { runId: null, joined: false, neutralised: false, reason: null };
+      if (state === 'revoked' && (target === null || target.current_version !== version)) run = { ...run, neutralised: true, reason: 'the version was already revoked' };
+      else if (target === null) run = { ...run, reason: 'this secret is not rotated by SikkerKey (no target): change it by hand' };
+      else run = { ...(await this.runFor(client, caller, target, version)), neutralised: false, reason: null };
+      await client.query(
+        `INSERT INTO leaks (leak_id, project_id, secret_id, target_id, leaked_version, found_by, kill_sessions, run_id, state, reason, reported_by, neutralised_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, CASE WHEN $9 = 'neutralised' THEN now() END)`,
+        [leakId, projectId, secretId, target?.target_id ?? null, version, foundBy, options.killSessions, run.runId,
+          run.neutralised ? 'neutralised' : run.runId === null ? 'exposed' : 'open', run.reason, caller.identityId],
+      );
+      await this.chain.append(client, [{ identityId: caller.identityId, sourceIp, action: 'secret.leaked', projectId, secretId, secretVersion: version, outcome: 'success', detail: { leakId, foundBy, runId: run.runId, killSessions: options.killSessions } }]);
+      return { ...run, target: target?.name ?? null };
+    });
+    if (started.runId !== null) await this.engine.advance(started.runId);
+    return { leakId, project, secret, version, target: started.target, runId: started.runId, joined: started.joined };
+  }
+
+  /**
+   * The run that neutralises the leak: a new `leak` run (no grace), or the run already
+   * holding the target, hurried (grace 0). A run whose pending version IS the leaked one
+   * cannot answer it.
+   */
+  private async runFor(client: PoolClient, caller: AuthIdentity, target: TargetRow, leaked: number): Promise<{ runId: string; joined: boolean }> {
+    const open = await openRunOf(client, target.target_id);
+    if (open !== null) {
+      if (open.pending_version === leaked) throw new SikkerError('ERR_ROTATION_IN_FLIGHT', `the leaked version is the one run ${open.run_id} is putting in place; run the leak again when it ends`, { retryable: true });
+      await client.query(`UPDATE rotation_runs SET grace_seconds = 0, next_action_at = CASE WHEN state = 'committed' THEN now() ELSE next_action_at END WHERE run_id = $1`, [open.run_id]);
+      await addStep(client, open.run_id, 'leak reported: grace cut to 0', { leakedVersion: leaked });
+      return { runId: open.run_id, joined: true };
+    }
+    const policy = await findPolicy(client, target.target_id);
+    const strategy = policy?.spec.strategy ?? 'replace';
+    const runId = randomUUID();
+    const inserted = await insertRun(client, {
+      runId, targetId: target.target_id, projectId: target.project_id, trigger: 'leak', scheduledFor: null, strategy, graceSeconds: 0,
+      dbUser: userForNextRun({ strategy, user: target.spec.user, alternate_user: target.alternate_user, current_user: target.current_user }),
+      maxAttempts: policy?.spec.maxAttempts ?? 5, previousVersion: target.current_version, requestedBy: caller.identityId,
+    });
+    if (!inserted) throw new SikkerError('ERR_ROTATION_IN_FLIGHT', 'a rotation of this target started at the same moment; run the leak again', { retryable: true });
+    await addStep(client, runId, 'created', { trigger: 'leak', leakedVersion: leaked });
+    await this.engine.storePendingWithin(client, runId);
+    return { runId, joined: false };
+  }
+}

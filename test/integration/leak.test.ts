@@ -1,0 +1,121 @@
+/**
+ * Leak response on a PostgreSQL cluster that checks SCRAM passwords: by name and by
+ * value, the leaked password is refused afterwards and the new one works, the report
+ * lists exactly the identities that read the leaked version, live sessions can be
+ * ended, an unmanaged value matches nothing, and a project leak with an offline agent
+ * reports that target as still exposed while finishing the others.
+ */
+import pg from 'pg';
+import t from 'tap';
+import { enrollAgent, eventually } from '../support/agents.js';
+import { rotationFixture, startScramCluster, type RotationFixture } from '../support/rotation-fixture.js';
+
+const server = await startScramCluster(t);
+
+async function waitLeak(fx: RotationFixture, leakId: string, timeoutMs = 20_000): Promise<any> {
+  return eventually(async () => {
+    const r = await fx.h.admin.ok('GET', `/v1/projects/p/leaks/${leakId}`);
+    return r.state === 'open' ? undefined : r;
+  }, timeoutMs, `leak ${leakId} to be handled`);
+}
+
+async function testedTarget(fx: RotationFixture, name: string, password: string, extra: Record<string, unknown> = {}): Promise<string> {
+  const role = await fx.createRole(password);
+  await fx.addTarget(name, role, { adoptPassword: password, ...extra });
+  const tested = await fx.h.admin.ok('POST', `/v1/projects/p/targets/${name}/test`, {});
+  if (tested.target.preflight.ok !== true) throw new Error(tested.target.preflight.problems);
+  return role;
+}
+
+t.test('leak by name: rotated at once, the leaked password refused, the report names exactly who read it', async (t) => {
+  const fx = await rotationFixture(t, server);
+  const leaked = 'Leaked-by-name-1';
+  const role = await testedTarget(fx, 'orders', leaked);
+  const reader = await fx.h.enroll('p', 'reader');
+  const bystander = await fx.h.enroll('p', 'reader');
+  await fx.h.admin.ok('POST', '/v1/projects/p/secrets/orders-password/grants', { identityId: reader.identityId });
+  t.equal((await reader.ok('GET', '/v1/projects/p/secrets/orders-password')).value, leaked, 'the reader read the leaked version');
+  t.equal((await bystander.call('GET', '/v1/projects/p/secrets/orders-password')).status, 404, 'the bystander could not');
+
+  const started = await fx.h.admin.ok('POST', '/v1/projects/p/leaks', { secret: 'orders-password' });
+  t.match(started, { matched: true, leaks: [{ secret: 'orders-password', version: 1, target: 'orders', joined: false }] });
+  const report = await waitLeak(fx, started.leaks[0].leakId);
+  t.equal(report.state, 'neutralised', `${report.reason ?? ''}`);
+  t.ok(report.secondsToNeutralise < 15, `neutralised in ${report.secondsToNeutralise} s`);
+  t.equal(await fx.logsIn(role, leaked), false, 'the leaked password is refused by the server');
+  t.equal(await fx.logsIn(role, await fx.secretValue('orders-password')), true, 'the new one works');
+  t.same(report.readers.map((r: { identityId: string }) => r.identityId), [reader.identityId], 'exactly the identity that read the leaked version');
+  t.equal(report.readers[0].version, 1);
+  const versions = (await fx.h.admin.ok('GET', '/v1/projects/p/secrets/orders-password/versions')).versions;
+  t.match(versions, [{ version: 1, state: 'revoked' }, { version: 2, label: 'current', state: 'active' }]);
+  const audit = (await fx.h.admin.ok('GET', '/v1/audit?limit=200')).records.map((r: { action: string }) => r.action);
+  t.ok(audit.includes('secret.leaked'), 'the leak is in the audit log');
+});
+
+t.test('leak by value: found by fingerprint; an unmanaged value matches nothing and nothing is decrypted', async (t) => {
+  const fx = await rotationFixture(t, server);
+  const leaked = 'Leaked-by-value-2';
+  const role = await testedTarget(fx, 'billing', leaked);
+  const before = (await fx.h.admin.ok('GET', '/v1/audit?limit=500')).records.length;
+  const none = await fx.h.admin.ok('POST', '/v1/leaks/by-value', { value: 'not-a-value-we-manage-9' });
+  t.same(none, { matched: false, leaks: [] }, 'no match');
+  const after = (await fx.h.admin.ok('GET', '/v1/audit?limit=500')).records;
+  t.same(after.slice(0, after.length - before).map((r: { action: string }) => r.action).filter((a: string) => a !== 'audit.read'), ['fingerprint.match'], 'only the match is recorded: no secret was read');
+
+  const started = await fx.h.admin.ok('POST', '/v1/leaks/by-value', { value: leaked });
+  t.match(started, { matched: true, leaks: [{ project: 'p', secret: 'billing-password', version: 1, target: 'billing' }] });
+  const report = await waitLeak(fx, started.leaks[0].leakId);
+  t.equal(report.state, 'neutralised');
+  t.equal(report.foundBy, 'value');
+  t.equal(await fx.logsIn(role, leaked), false, 'the leaked password is refused');
+  t.notOk(fx.h.logs.text().includes(leaked), 'the leaked value is in no log line');
+});
+
+t.test('leak with --kill-sessions ends the sessions that logged in with the leaked password', async (t) => {
+  const fx = await rotationFixture(t, server);
+  const leaked = 'Leaked-session-3';
+  const role = await testedTarget(fx, 'sess', leaked);
+  const held = new pg.Client({ host: '127.0.0.1', port: server.port, database: 'postgres', user: role, password: leaked });
+  held.on('error', () => undefined);
+  await held.connect();
+  await held.query('SELECT 1');
+  const started = await fx.h.admin.ok('POST', '/v1/projects/p/leaks', { secret: 'sess-password', killSessions: true });
+  const report = await waitLeak(fx, started.leaks[0].leakId);
+  t.equal(report.state, 'neutralised');
+  await eventually(async () => {
+    try {
+      await held.query('SELECT 1');
+      return undefined;
+    } catch {
+      return true;
+    }
+  }, 10_000, 'the held session to be ended');
+  t.pass('the session opened with the leaked password was ended');
+  await held.end().catch(() => undefined);
+});
+
+t.test('a project leak with one agent offline finishes the rest and reports that target as still exposed', async (t) => {
+  const fx = await rotationFixture(t, server, { env: { SIKKER_ROTATION_COMMAND_SECONDS: '5' } });
+  const a = await testedTarget(fx, 'one', 'Proj-one-1');
+  const b = await testedTarget(fx, 'two', 'Proj-two-1');
+  const offline = await enrollAgent(fx.h.admin, 'p');
+  const role = await fx.createRole('Proj-three-1');
+  await fx.h.admin.ok('POST', '/v1/projects/p/targets', {
+    name: 'three', secret: 'three-password', agentId: offline.identityId, adoptPassword: 'Proj-three-1',
+    connection: { engine: 'postgres', host: '127.0.0.1', port: server.port, database: 'postgres', user: role, tls: { mode: 'disable' }, privilege: { mode: 'admin', adminConnection: 'pg' } },
+  });
+  await fx.h.plane.pool.query(`UPDATE targets SET preflight_ok = true, preflight_at = now(), preflight = '{"ok":true,"strategy":"replace","problems":"","warnings":"","server":null,"strategies":["replace"]}' WHERE name = 'three'`);
+  await fx.h.admin.ok('PUT', '/v1/projects/p/targets/three/policy', { policy: { schedule: { kind: 'every', seconds: 3600 }, maxAttempts: 1 }, paused: true });
+
+  const started = await fx.h.admin.ok('POST', '/v1/projects/p/leaks', { all: true });
+  t.equal(started.leaks.length, 3);
+  const reports = await Promise.all(started.leaks.map((l: { leakId: string }) => waitLeak(fx, l.leakId, 30_000)));
+  const byTarget = Object.fromEntries(reports.map((r) => [r.target, r]));
+  t.equal(byTarget.one.state, 'neutralised');
+  t.equal(byTarget.two.state, 'neutralised');
+  t.equal(byTarget.three.state, 'exposed', 'the offline agent\'s target is reported as still exposed');
+  t.match(byTarget.three.reason, /ERR_AGENT_UNREACHABLE/);
+  t.equal(await fx.logsIn(a, 'Proj-one-1'), false);
+  t.equal(await fx.logsIn(b, 'Proj-two-1'), false);
+  t.equal(await fx.logsIn(role, 'Proj-three-1'), true, 'exposed: the leaked password still works, and the report says so');
+});
