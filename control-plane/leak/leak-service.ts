@@ -13,6 +13,9 @@ import type { ProjectService } from '../vault/project-service.js';
 import type { FingerprintService } from './fingerprint-service.js';
 import { leakReport, type LeakReport } from './leak-report.js';
 
+/** Targets of a project leak started at once (each holds a PostgreSQL connection while it starts). */
+const PROJECT_LEAK_CONCURRENCY = 8;
+
 export interface LeakOptions {
   killSessions: boolean;
 }
@@ -71,8 +74,18 @@ export class LeakService {
       `SELECT s.secret_id, s.name, v.version FROM targets t JOIN secrets s ON s.secret_id = t.secret_id
          JOIN secret_versions v ON v.secret_id = s.secret_id AND v.label = 'current' WHERE t.project_id = $1 ORDER BY t.name`, [project.project_id],
     )).rows;
-    const leaks: LeakStarted['leaks'] = [];
-    for (const r of rows) leaks.push(await this.start(caller, sourceIp, project.project_id, projectName, r.secret_id, r.name, r.version, 'name', options));
+    // Bounded concurrency: each start is a short transaction plus the dispatch; the agents then work in parallel.
+    const leaks: LeakStarted['leaks'] = new Array(rows.length);
+    let next = 0;
+    const lane = async (): Promise<void> => {
+      while (next < rows.length) {
+        const i = next;
+        next += 1;
+        const r = rows[i] as (typeof rows)[number];
+        leaks[i] = await this.start(caller, sourceIp, project.project_id, projectName, r.secret_id, r.name, r.version, 'name', options);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PROJECT_LEAK_CONCURRENCY, rows.length) }, lane));
     return { matched: rows.length > 0, leaks };
   }
 
