@@ -65,6 +65,7 @@ const MAX_LENGTH = 256;
 const MAX_AVOID_LENGTH = 128;
 const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 /** SQL Server's CHECK_POLICY complexity: characters from at least three of the four classes. */
+const MSSQL_MAX_LENGTH = 128;
 const MSSQL_MIN_CLASSES = 3;
 
 /**
@@ -121,6 +122,8 @@ export function validatePasswordRules(rules: PasswordRules, engine: PasswordEngi
   const required = CLASS_NAMES.filter((name) => rules[name] > 0);
   const minimums = required.reduce((sum, name) => sum + rules[name], 0);
   if (minimums > length) invalid(`the minimum counts add up to ${minimums}, more than length ${length}`);
+  // SQL Server takes passwords of at most 128 characters.
+  if (engine === 'mssql' && length > MSSQL_MAX_LENGTH) invalid(`length must be at most ${MSSQL_MAX_LENGTH} for SQL Server`);
   if (!CLASS_NAMES.some((name) => rules[name] >= 0)) invalid('at least one of lower, upper, digits, symbols must be allowed');
   if (engine === 'mssql' && required.length < MSSQL_MIN_CLASSES) {
     invalid(`mssql needs at least ${MSSQL_MIN_CLASSES} of lower, upper, digits, symbols with a minimum of 1 (password complexity)`);

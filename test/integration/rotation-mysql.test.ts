@@ -174,3 +174,22 @@ t.test('mariadb scheduled – a policy every 2 s rotates on time, and the passwo
   t.equal(await fx.logsIn(user, current), true, 'the vault\'s current password logs in');
   t.equal(await fx.logsIn(user, password), false, 'the adopted one is refused');
 });
+
+t.test('mariadb leak – by name and by value: the leaked password is refused, the new one works', async (t) => {
+  const fx = await engineRotationFixture(t, mariadb);
+  const byName = await testedTarget(fx, 'leak-name');
+  const byValue = await testedTarget(fx, 'leak-value');
+  const waitLeak = (leakId: string): Promise<any> => eventually(async () => {
+    const r = await fx.h.admin.ok('GET', `/v1/projects/p/leaks/${leakId}`);
+    return r.state === 'open' ? undefined : r;
+  }, 20_000, 'the leak to be handled');
+  const a = await fx.h.admin.ok('POST', '/v1/projects/p/leaks', { secret: 'leak-name-password' });
+  const b = await fx.h.admin.ok('POST', '/v1/leaks/by-value', { value: byValue.password });
+  t.match(b, { matched: true, leaks: [{ secret: 'leak-value-password', version: 1 }] }, 'found by fingerprint');
+  for (const [started, target] of [[a, byName], [b, byValue]] as const) {
+    const report = await waitLeak(started.leaks[0].leakId);
+    t.equal(report.state, 'neutralised', report.reason ?? '');
+    t.equal(await fx.logsIn(target.user, target.password), false, 'the leaked password is refused by MariaDB');
+    t.equal(await fx.logsIn(target.user, await fx.secretValue(`${started.leaks[0].secret}`)), true, 'the new one works');
+  }
+});

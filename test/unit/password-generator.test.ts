@@ -118,3 +118,10 @@ t.test('password – symbols removed by the engine can leave the class empty', a
   t.throws(() => validatePasswordRules(rules({ avoid: '-._~+' }), 'mssql'), { code: 'ERR_POLICY_INVALID', message: /symbols has no characters left after avoid and the mssql exclusions/ });
   t.doesNotThrow(() => validatePasswordRules(rules({ avoid: '-._~+' }), 'postgres'));
 });
+
+t.test('mssql passwords are at most 128 characters (SQL Server\'s limit)', async (t) => {
+  const { validatePasswordRules, DEFAULT_PASSWORD_RULES } = await import('../../control-plane/rotation/password-generator.js');
+  t.throws(() => validatePasswordRules({ ...DEFAULT_PASSWORD_RULES, length: 129 }, 'mssql'), { code: 'ERR_POLICY_INVALID' });
+  t.doesNotThrow(() => validatePasswordRules({ ...DEFAULT_PASSWORD_RULES, length: 128 }, 'mssql'));
+  t.doesNotThrow(() => validatePasswordRules({ ...DEFAULT_PASSWORD_RULES, length: 129 }, 'postgres'));
+});
