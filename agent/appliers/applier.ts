@@ -24,6 +24,8 @@ export const ROTATION_STRATEGIES: readonly RotationStrategy[] = ['replace', 'dua
 export type PreflightWarningCode =
   | 'WARN_APPLIER_NOT_PERSISTED'
   | 'WARN_APPLIER_PASSWORD_EXPIRES'
+  /** The server applies a password policy to this user (complexity, lockout): SQL Server CHECK_POLICY. */
+  | 'WARN_APPLIER_PASSWORD_POLICY'
   | 'WARN_APPLIER_TLS_DISABLED';
 
 /** One preflight finding. `message` is written by the applier and holds no secret. */

@@ -49,6 +49,10 @@ export async function createApplier(
         return new (await import('./mysql.js')).MysqlApplier(target, login, compiled);
       case 'redis':
         return new (await import('./redis.js')).RedisApplier(target, login, compiled);
+      case 'mssql':
+        return new (await import('./mssql.js')).MssqlApplier(target, login, compiled);
+      case 'mongodb':
+        return new (await import('./mongodb.js')).MongodbApplier(target, login, compiled);
       default:
         throw applierError('ERR_APPLIER_UNSUPPORTED', { engine: target.engine, operation: 'create' }, `this agent has no ${target.engine} applier yet`);
     }
