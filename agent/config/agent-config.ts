@@ -35,7 +35,7 @@ const AdminConnectionSchema = z.object({
 }).strict().refine((c) => (c.url === undefined) !== (c.urlFile === undefined), 'give exactly one of "url" and "urlFile"');
 
 /** Schemes an admin URL may use (the engine's own check follows when a target uses it). */
-const ADMIN_URL_PROTOCOLS = ['postgres:', 'postgresql:', 'mysql:', 'mariadb:', 'redis:', 'rediss:'];
+const ADMIN_URL_PROTOCOLS = ['postgres:', 'postgresql:', 'mysql:', 'mariadb:', 'redis:', 'rediss:', 'mongodb:', 'mssql:', 'sqlserver:'];
 
 const ConfigSchema = z.object({
   server: z.string().refine((v) => /^https?:\/\/[^/?#]+\/?$/.test(v), 'must be an http:// or https:// origin, e.g. https://vault.example:8443'),

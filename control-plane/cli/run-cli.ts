@@ -12,6 +12,7 @@ import { registerRotationCommands } from './rotation-commands.js';
 import { registerStatusCommands } from './status-commands.js';
 import { registerTargetCommands } from './target-commands.js';
 import { registerLeakCommands } from './leak-commands.js';
+import { registerScanCommands } from './scan-commands.js';
 
 export type { CliIo } from './cli-context.js';
 
@@ -38,6 +39,7 @@ function buildProgram(ctx: CliContext): Command {
   registerTargetCommands(program, ctx);
   registerRotationCommands(program, ctx);
   registerLeakCommands(program, ctx);
+  registerScanCommands(program, ctx);
   registerStatusCommands(program, ctx);
   return program;
 }

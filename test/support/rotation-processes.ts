@@ -21,6 +21,54 @@ import type { ScramPostgres } from './scram-postgres.js';
 
 export const AGENT_BIN = join(REPO_ROOT, 'dist', 'agent', 'main.js');
 
+/** The managed database of a process stack: how to make the user, how to log in, how `target add` names it. */
+export interface ProcessDatabase {
+  /** The agent's admin connection `db` (written to a 0600 urlFile). */
+  adminUrl: string;
+  /** Creates a login user with `password`; returns its name. Dropped by `cleanup`. */
+  createUser(password: string): Promise<string>;
+  /** `sikker target add` arguments after the target name, without --secret/--agent/--admin-connection. */
+  targetArgs(user: string): string[];
+  /** A fresh login: true accepted, false refused; throws otherwise. */
+  logsIn(user: string, password: string): Promise<boolean>;
+  cleanup(): Promise<void>;
+}
+
+/** The private SCRAM PostgreSQL cluster as a {@link ProcessDatabase}. */
+export async function scramPostgresDatabase(cluster: ScramPostgres): Promise<ProcessDatabase> {
+  const superuser = new pg.Client({ connectionString: cluster.superuserUrl });
+  superuser.on('error', () => undefined);
+  await superuser.connect();
+  const roles: string[] = [];
+  return {
+    adminUrl: cluster.superuserUrl,
+    async createUser(password) {
+      const role = `sk_e2e_${randomBytes(4).toString('hex')}`;
+      await superuser.query(`CREATE ROLE ${role} LOGIN PASSWORD '${password.replace(/'/g, "''")}'`);
+      roles.push(role);
+      return role;
+    },
+    targetArgs: (user) => ['--engine', 'postgres', '--host', '127.0.0.1', '--port', String(cluster.port), '--database', 'postgres', '--user', user],
+    async logsIn(user, password) {
+      const c = new pg.Client({ host: '127.0.0.1', port: cluster.port, database: 'postgres', user, password, connectionTimeoutMillis: 5000 });
+      c.on('error', () => undefined);
+      try {
+        await c.connect();
+        return true;
+      } catch (err) {
+        if ((err as { code?: string }).code === '28P01') return false;
+        throw err;
+      } finally {
+        await c.end().catch(() => undefined);
+      }
+    },
+    async cleanup() {
+      for (const role of roles) await superuser.query(`DROP ROLE IF EXISTS ${role}`).catch(() => undefined);
+      await superuser.end();
+    },
+  };
+}
+
 export interface RotationStack {
   /** The operator's home directory and identity file (for running the CLI directly). */
   home: string;
@@ -44,7 +92,8 @@ export interface RotationStack {
   waitRun(runId: string, states: string[], timeoutMs?: number): Promise<any>;
 }
 
-export async function startRotationStack(t: Test, cluster: ScramPostgres, options: { controlPlaneEnv?: Record<string, string>; agentEnv?: Record<string, string> } = {}): Promise<RotationStack> {
+export async function startRotationStack(t: Test, target: ScramPostgres | ProcessDatabase, options: { controlPlaneEnv?: Record<string, string>; agentEnv?: Record<string, string> } = {}): Promise<RotationStack> {
+  const database = 'adminUrl' in target ? target : await scramPostgresDatabase(target);
   const db = await createTestDatabase('e2e_rot');
   const prefix = uniqueRedisPrefix('e2e-rot');
   const home = mkdtempSync(join(tmpdir(), 'sikker-rot-e2e-'));
@@ -53,16 +102,11 @@ export async function startRotationStack(t: Test, cluster: ScramPostgres, option
   const server = `http://127.0.0.1:${port}`;
   const cliEnv = { SIKKER_SERVER: server, SIKKER_IDENTITY: join(home, 'operator.json'), HOME: home };
   const running: RunningProcess[] = [];
-  const superuser = new pg.Client({ connectionString: cluster.superuserUrl });
-  superuser.on('error', () => undefined);
-  await superuser.connect();
-  const role = `sk_e2e_${randomBytes(4).toString('hex')}`;
   const dbPool = new pg.Pool({ connectionString: db.url, max: 2 });
   t.teardown(async () => {
     for (const p of running) await p.kill();
     await dbPool.end();
-    await superuser.query(`DROP ROLE IF EXISTS ${role}`).catch(() => undefined);
-    await superuser.end();
+    await database.cleanup();
     rmSync(home, { recursive: true, force: true });
     await db.drop();
     await cleanupRedisPrefix(SHARED_REDIS_URL, prefix);
@@ -80,7 +124,7 @@ export async function startRotationStack(t: Test, cluster: ScramPostgres, option
     return p;
   };
 
-  const stack = { home, identityPath: join(home, 'operator.json'), db, dbPool, server, role, initialPassword: `Init-${randomBytes(6).toString('hex')}` } as RotationStack;
+  const stack = { home, identityPath: join(home, 'operator.json'), db, dbPool, server, initialPassword: `Init-${randomBytes(6).toString('hex')}-Aa1` } as RotationStack;
   stack.controlPlane = await startControlPlane(options.controlPlaneEnv ?? {});
   const init = await sikker(['operator', 'init', '--shares', '2', '--threshold', '2']);
   const shares: string[] = init.shares;
@@ -90,9 +134,9 @@ export async function startRotationStack(t: Test, cluster: ScramPostgres, option
   const enroll = await runProgram(AGENT_BIN, ['enroll', '--server', server, '--token', '-', '--state-dir', stateDir, '--name', 'db-host-1'], { stdin: token, env: { HOME: home } });
   if (enroll.code !== 0) throw new Error(`enroll failed: ${enroll.stderr}`);
   const adminUrlFile = join(home, 'pg-admin.url');
-  writeFileSync(adminUrlFile, cluster.superuserUrl, { mode: 0o600 });
+  writeFileSync(adminUrlFile, database.adminUrl, { mode: 0o600 });
   const configPath = join(home, 'agent.json');
-  writeFileSync(configPath, JSON.stringify({ server, stateDir, heartbeatSeconds: 5, shutdownGraceSeconds: 5, adminConnections: [{ name: 'pg', urlFile: adminUrlFile }] }));
+  writeFileSync(configPath, JSON.stringify({ server, stateDir, heartbeatSeconds: 5, shutdownGraceSeconds: 5, adminConnections: [{ name: 'db', urlFile: adminUrlFile }] }));
   stack.startAgent = (env = {}) => {
     const p = startProgram(AGENT_BIN, ['run', '--config', configPath], { HOME: home, ...env });
     running.push(p);
@@ -105,9 +149,8 @@ export async function startRotationStack(t: Test, cluster: ScramPostgres, option
     return list.agents[0]?.online === true ? list.agents[0] : undefined;
   }, 15_000, 'agent online');
 
-  await superuser.query(`CREATE ROLE ${role} LOGIN PASSWORD '${stack.initialPassword}'`);
-  const added = await sikker(['target', 'add', 'shop/orders', '--engine', 'postgres', '--host', '127.0.0.1', '--port', String(cluster.port), '--database', 'postgres',
-    '--user', role, '--secret', 'orders-db', '--agent', agent.agentId, '--admin-connection', 'pg', '--adopt'], stack.initialPassword);
+  stack.role = await database.createUser(stack.initialPassword);
+  const added = await sikker(['target', 'add', 'shop/orders', ...database.targetArgs(stack.role), '--secret', 'orders-db', '--agent', agent.agentId, '--admin-connection', 'db', '--adopt'], stack.initialPassword);
   const tested = await sikker(['target', 'test', 'shop/orders']);
   if (tested.target.preflight?.ok !== true) throw new Error(`preflight failed: ${JSON.stringify(tested.target.preflight)}`);
   stack.secretId = (await dbPool.query<{ secret_id: string }>('SELECT secret_id FROM targets WHERE target_id = $1', [added.targetId])).rows[0]?.secret_id as string;
@@ -119,19 +162,7 @@ export async function startRotationStack(t: Test, cluster: ScramPostgres, option
   };
   const client = new SignedClient({ server, identity: loadIdentityFile(join(home, 'operator.json')), timeoutMs: 2000 });
   stack.fetchValue = async (version) => (await client.request('GET', `/v1/projects/shop/secrets/orders-db?version=${version}`, undefined, ReadSecretResponse)).value;
-  stack.logsIn = async (user, password) => {
-    const c = new pg.Client({ host: '127.0.0.1', port: cluster.port, database: 'postgres', user: user ?? role, password, connectionTimeoutMillis: 5000 });
-    c.on('error', () => undefined);
-    try {
-      await c.connect();
-      return true;
-    } catch (err) {
-      if ((err as { code?: string }).code === '28P01') return false;
-      throw err;
-    } finally {
-      await c.end().catch(() => undefined);
-    }
-  };
+  stack.logsIn = (user, password) => database.logsIn(user ?? stack.role, password);
   stack.waitRun = (runId, states, timeoutMs = 30_000) => eventually(async () => {
     const row = (await dbPool.query<{ state: string }>('SELECT state FROM rotation_runs WHERE run_id = $1', [runId])).rows[0];
     return row !== undefined && states.includes(row.state) ? row : undefined;
