@@ -109,7 +109,7 @@ export class FakeHub {
       socket,
       request,
       received,
-      next: (match, timeoutMs = 5000) => new Promise((resolve, reject) => {
+      next: (match, timeoutMs = 15_000) => new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error('timed out waiting for an agent message')), timeoutMs);
         const check = (): boolean => {
           const found = received.find(match);
