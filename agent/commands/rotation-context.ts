@@ -119,7 +119,9 @@ export async function withApplier<T>(deps: RotationExecutorDeps, spec: TargetSpe
   }
   // Admin appliers are kept for the next command (their login is the costly part); self-rotation ones log in as the user each time.
   const pool = spec.privilege.mode === 'admin' ? deps.appliers : undefined;
-  const key = JSON.stringify(spec);
+  // The user is left out: one admin applier serves every user of a server (requests name theirs).
+  const { user: _user, ...server } = spec;
+  const key = JSON.stringify(server);
   const pooled = pool?.take(key);
   const factory = deps.createApplier ?? (await import('../appliers/index.js')).createApplier;
   const applier = pooled ?? await factory(toTargetConnection(spec), admin);

@@ -85,17 +85,18 @@ export class Keyring {
   async fingerprintKey(db: Queryable, projectId: string): Promise<Buffer> {
     const cached = this.fingerprintKeys.get(projectId);
     if (cached !== undefined) return cached;
-    let wrapped = (await db.query<{ wrapped_fingerprint_key: Buffer | null }>('SELECT wrapped_fingerprint_key FROM projects WHERE project_id = $1', [projectId])).rows[0]?.wrapped_fingerprint_key ?? null;
+    const read = async (): Promise<Buffer | null> => (await db.query<{ wrapped_key: Buffer }>('SELECT wrapped_key FROM project_fingerprint_keys WHERE project_id = $1', [projectId])).rows[0]?.wrapped_key ?? null;
+    let wrapped = await read();
     if (wrapped === null) {
       const key = newKey();
       try {
         const fresh = seal(this.root.rootKeyOrThrow(), ROOT_KEY_VERSION, key, { purpose: 'fingerprint-key', projectId });
         // First writer wins; everyone then reads the stored one.
-        await db.query('UPDATE projects SET wrapped_fingerprint_key = $2 WHERE project_id = $1 AND wrapped_fingerprint_key IS NULL', [projectId, fresh]);
+        await db.query('INSERT INTO project_fingerprint_keys (project_id, wrapped_key) VALUES ($1, $2) ON CONFLICT (project_id) DO NOTHING', [projectId, fresh]);
       } finally {
         zero(key);
       }
-      wrapped = (await db.query<{ wrapped_fingerprint_key: Buffer | null }>('SELECT wrapped_fingerprint_key FROM projects WHERE project_id = $1', [projectId])).rows[0]?.wrapped_fingerprint_key ?? null;
+      wrapped = await read();
       if (wrapped === null) throw new SikkerError('ERR_NOT_FOUND', 'no such project');
     }
     const raced = this.fingerprintKeys.get(projectId);

@@ -2,7 +2,12 @@
 -- decrypting anything), leak records, and leaked versions marked in the vault.
 
 -- Per-project HMAC key for fingerprints, wrapped under the root key (stable across master-key rotations).
-ALTER TABLE projects ADD COLUMN wrapped_fingerprint_key bytea;
+-- A table of its own: created lazily with INSERT … ON CONFLICT, it never takes a lock on the
+-- project row, which writers hold FOR SHARE (an UPDATE there would deadlock two of them).
+CREATE TABLE project_fingerprint_keys (
+  project_id  uuid PRIMARY KEY REFERENCES projects(project_id),
+  wrapped_key bytea NOT NULL
+);
 
 -- HMAC-SHA256(fingerprint key, value); NULL for versions written before fingerprints existed (backfilled).
 ALTER TABLE secret_versions ADD COLUMN fingerprint bytea;
