@@ -121,13 +121,16 @@ export class MongodbApplier extends ApplierBase {
     }
     const result: ApplyResponse = { strategy: 'replace', oldPasswordRetained: false, unchanged: false, persisted: true };
     try {
-      await this.withSession(req.user, req.currentPassword, (client) => client.db(this.authDatabase).command({
-        updateUser: req.user,
-        pwd: req.newPassword,
-        mechanisms: ['SCRAM-SHA-256'],
-        digestPassword: true,
-        writeConcern: { w: 'majority', wtimeout: this.options.statementTimeoutMs },
-      }));
+      const custom = this.target.mongodbCommand;
+      await this.withSession(req.user, req.currentPassword, (client) => (custom === undefined
+        ? client.db(this.authDatabase).command({
+          updateUser: req.user,
+          pwd: req.newPassword,
+          mechanisms: ['SCRAM-SHA-256'],
+          digestPassword: true,
+          writeConcern: { w: 'majority', wtimeout: this.options.statementTimeoutMs },
+        })
+        : client.db(custom.database ?? this.authDatabase).command(fillTemplate(custom.command, req.user, req.newPassword))));
     } catch (err) {
       // self mode: the current password is refused but the new one logs in, so the change was already made
       if (this.selfMode && this.classify(err, 'apply')?.code === 'ERR_APPLIER_AUTH_FAILED'
@@ -251,4 +254,20 @@ export class MongodbApplier extends ApplierBase {
           }),
     };
   }
+}
+
+/**
+ * A custom rotation command with its `"$user"` and `"$password"` values bound: whole
+ * values only, copied into a new document (the template is never changed, and the
+ * password is never spliced into a string).
+ */
+export function fillTemplate(template: Record<string, unknown>, user: string, password: string): Record<string, unknown> {
+  const fill = (value: unknown): unknown => {
+    if (value === '$user') return user;
+    if (value === '$password') return password;
+    if (Array.isArray(value)) return value.map(fill);
+    if (value !== null && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, fill(v)]));
+    return value;
+  };
+  return fill(template) as Record<string, unknown>;
 }

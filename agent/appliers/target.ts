@@ -38,6 +38,18 @@ export interface TargetTls {
  */
 export type PrivilegeSource = { mode: 'admin'; adminConnection: string } | { mode: 'self' };
 
+/**
+ * A MongoDB rotation command configured by the agent host's operator (never sent by
+ * the control plane): run on `database` (default: the target's auth database), with
+ * every string value exactly `"$user"` or `"$password"` replaced by the user name or
+ * the new password as a BSON value — never spliced into a string.
+ */
+export interface MongodbCommandTemplate {
+  name: string;
+  database: string | undefined;
+  command: Record<string, unknown>;
+}
+
 /** Redis: which mechanism holds the user's password. */
 export type RedisPasswordMode = 'acl' | 'requirepass';
 
@@ -61,6 +73,8 @@ export interface TargetConnection {
   redisPasswordMode?: RedisPasswordMode | undefined;
   /** MongoDB: the database the user is defined in (default `admin`). */
   authDatabase?: string | undefined;
+  /** MongoDB: a custom rotation command (from the agent's local config) used instead of `updateUser`. */
+  mongodbCommand?: MongodbCommandTemplate | undefined;
   /** SQL Server: a server `login` (default) or a `contained-user` of `database`. */
   mssqlPrincipal?: 'login' | 'contained-user' | undefined;
 }
@@ -122,6 +136,7 @@ function targetProblem(target: TargetConnection): string | undefined {
   if (target.redisPasswordMode === 'requirepass' && target.user !== 'default') return 'user: requirepass manages the "default" user only';
   if (target.mysqlAccountHost !== undefined && target.engine !== 'mysql') return 'mysqlAccountHost: applies to mysql only';
   if (target.authDatabase !== undefined && target.engine !== 'mongodb') return 'authDatabase: applies to mongodb only';
+  if (target.mongodbCommand !== undefined && target.engine !== 'mongodb') return 'mongodbCommand: applies to mongodb only';
   if (target.mssqlPrincipal !== undefined && target.engine !== 'mssql') return 'mssqlPrincipal: applies to mssql only';
   if (target.mssqlPrincipal === 'contained-user' && (target.database === undefined || target.database === '')) return 'database: a contained-user lives in a database; name it';
   return undefined;

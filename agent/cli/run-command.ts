@@ -51,6 +51,7 @@ function createClient(config: AgentConfig, logger: Logger): HubClient {
     journal,
     sinks: config.sinks,
     adminConnections: config.adminConnections,
+    mongodbCommands: config.mongodbCommands,
     // Fault injection for the crash tests (test/e2e/rotation-crash.test.ts); never set in production.
     crashAfterApply: process.env.SIKKER_AGENT_TEST_CRASH_AT === 'after-apply',
     logger,

@@ -8,6 +8,7 @@
  * pg, mysql2, ioredis) is loaded at the first rotation command, not at start.
  */
 import type { ApplierPool } from './applier-pool.js';
+import type { MongodbCommandTemplate } from '../appliers/target.js';
 import type { KeyObject } from 'node:crypto';
 import type { z } from 'zod';
 import { zero } from '../../shared/crypto/aead.js';
@@ -32,6 +33,8 @@ export interface RotationExecutorDeps {
   adminConnections: ReadonlyMap<string, AdminCredentials>;
   /** Tests inject a fake applier here. */
   createApplier?: ApplierFactory | undefined;
+  /** Custom MongoDB rotation commands from the local config, by name (targets name one in `mongodbCommand`). */
+  mongodbCommands?: ReadonlyMap<string, MongodbCommandTemplate> | undefined;
   /** Keeps admin appliers between commands; without it every command opens and closes its own. */
   appliers?: ApplierPool | undefined;
   /** Tests only (SIKKER_AGENT_TEST_CRASH_AT=after-apply): SIGKILL the agent after the database changed, before it verifies or reports. */
@@ -85,8 +88,13 @@ export function openSecrets<S extends z.ZodTypeAny>(deps: RotationExecutorDeps, 
 }
 
 /** The applier's view of a target from the protocol's TargetSpec (TLS without a CA: system roots). */
-export function toTargetConnection(spec: TargetSpec): TargetConnection {
+export function toTargetConnection(spec: TargetSpec, mongodbCommands: ReadonlyMap<string, MongodbCommandTemplate> = new Map()): TargetConnection {
+  const mongodbCommand = spec.mongodbCommand === undefined ? undefined : mongodbCommands.get(spec.mongodbCommand);
+  if (spec.mongodbCommand !== undefined && mongodbCommand === undefined) {
+    throw new SikkerError('ERR_APPLIER_CONFIG', `MongoDB rotation command "${spec.mongodbCommand}" is not configured on this agent (mongodbCommands in its config file)`);
+  }
   return {
+    mongodbCommand,
     engine: spec.engine,
     host: spec.host,
     port: spec.port,
@@ -124,7 +132,7 @@ export async function withApplier<T>(deps: RotationExecutorDeps, spec: TargetSpe
   const key = JSON.stringify(server);
   const pooled = pool?.take(key);
   const factory = deps.createApplier ?? (await import('../appliers/index.js')).createApplier;
-  const applier = pooled ?? await factory(toTargetConnection(spec), admin);
+  const applier = pooled ?? await factory(toTargetConnection(spec, deps.mongodbCommands), admin);
   if (pool !== undefined) {
     try {
       return await fn(applier);

@@ -5,6 +5,7 @@ import { SikkerError } from '../../shared/errors/sikker-error.js';
 import { isLoopbackHost, normalisePin } from '../../shared/http-client/signed-client-options.js';
 import type { AdminCredentials } from '../appliers/target.js';
 import type { SinkConfig } from '../sinks/sink-config.js';
+import type { MongodbCommandTemplate } from '../appliers/target.js';
 
 /**
  * The agent's configuration file (JSON), validated once at start. Unknown keys are
@@ -34,6 +35,19 @@ const AdminConnectionSchema = z.object({
   urlFile: z.string().max(1024).refine(isAbsolute, 'must be an absolute path').optional(),
 }).strict().refine((c) => (c.url === undefined) !== (c.urlFile === undefined), 'give exactly one of "url" and "urlFile"');
 
+/**
+ * A MongoDB rotation command template (custom rotation commands): the host's operator
+ * decides what runs on their server; targets name it. The template must contain the
+ * value "$password" exactly once (and may contain "$user").
+ */
+const MongodbCommandSchema = z.object({
+  name: Name,
+  database: z.string().min(1).max(64).optional(),
+  command: z.record(z.string(), z.unknown()).refine((c) => Object.keys(c).length >= 1 && Object.keys(c).length <= 32, 'an object with 1–32 fields, the command name first')
+    .refine((c) => JSON.stringify(c).length <= 4096, 'at most 4 KiB')
+    .refine((c) => (JSON.stringify(c).match(/"\$password"/g) ?? []).length === 1, 'must contain the value "$password" exactly once'),
+}).strict();
+
 /** Schemes an admin URL may use (the engine's own check follows when a target uses it). */
 const ADMIN_URL_PROTOCOLS = ['postgres:', 'postgresql:', 'mysql:', 'mariadb:', 'redis:', 'rediss:', 'mongodb:', 'mssql:', 'sqlserver:'];
 
@@ -48,6 +62,7 @@ const ConfigSchema = z.object({
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   sinks: z.array(SinkSchema).max(64).default([]),
   adminConnections: z.array(AdminConnectionSchema).max(64).default([]),
+  mongodbCommands: z.array(MongodbCommandSchema).max(32).default([]),
 }).strict();
 
 /** Configuration after validation: durations in ms, CA read, pin normalised. */
@@ -63,6 +78,8 @@ export interface AgentConfig {
   sinks: SinkConfig[];
   /** Admin logins by name, URLs read from their files at load. Hold passwords: never log them. */
   adminConnections: ReadonlyMap<string, AdminCredentials>;
+  /** Custom MongoDB rotation commands by name. */
+  mongodbCommands: ReadonlyMap<string, MongodbCommandTemplate>;
 }
 
 /** Command-line values that take precedence over the file. */
@@ -109,6 +126,7 @@ export function compileAgentConfig(raw: unknown, source: string): AgentConfig {
   }
   checkUniqueNames('sinks', c.sinks.map((s) => s.name), source);
   checkUniqueNames('adminConnections', c.adminConnections.map((a) => a.name), source);
+  checkUniqueNames('mongodbCommands', c.mongodbCommands.map((m) => m.name), source);
   return {
     server,
     stateDir: c.stateDir,
@@ -128,6 +146,7 @@ export function compileAgentConfig(raw: unknown, source: string): AgentConfig {
       reloadTimeoutMs: s.reloadTimeoutSeconds * 1000,
     })),
     adminConnections: new Map(c.adminConnections.map((a, index) => [a.name, { url: adminUrl(a, index, source) }])),
+    mongodbCommands: new Map(c.mongodbCommands.map((m) => [m.name, { name: m.name, database: m.database, command: m.command }])),
   };
 }
 

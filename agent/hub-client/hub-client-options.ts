@@ -3,7 +3,7 @@ import { SikkerError } from '../../shared/errors/sikker-error.js';
 import { isLoopbackHost, normalisePin } from '../../shared/http-client/signed-client-options.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import { AGENT_CONNECT_PATH } from '../../shared/protocol/agent-messages.js';
-import type { AdminCredentials } from '../appliers/target.js';
+import type { AdminCredentials, MongodbCommandTemplate } from '../appliers/target.js';
 import type { ApplierFactory } from '../commands/rotation-context.js';
 import type { CommandJournal } from '../journal/command-journal.js';
 import type { SinkConfig } from '../sinks/sink-config.js';
@@ -29,6 +29,8 @@ export interface HubClientOptions {
   sinks?: readonly SinkConfig[];
   /** Local admin logins that rotation targets name (`privilege.adminConnection`). Default: none. */
   adminConnections?: ReadonlyMap<string, AdminCredentials>;
+  /** Custom MongoDB rotation commands from the local config. */
+  mongodbCommands?: ReadonlyMap<string, MongodbCommandTemplate>;
   /** Tests only: builds the appliers instead of the real factory (fault injection). */
   createApplier?: ApplierFactory | undefined;
   /** Tests only: see RotationExecutorDeps.crashAfterApply. */

@@ -81,6 +81,7 @@ export class HubClient extends EventEmitter<HubClientEvents> {
       agentId: options.identity.identityId,
       boxPrivateKey: options.identity.boxPrivateKey,
       adminConnections: options.adminConnections ?? new Map(),
+      mongodbCommands: options.mongodbCommands ?? new Map(),
       createApplier: options.createApplier,
       crashAfterApply: options.crashAfterApply,
       appliers: this.#appliers,

@@ -41,6 +41,7 @@ interface AddOptions {
   mysqlAccountHost?: string;
   redisPasswordMode?: string;
   authDatabase?: string;
+  mongodbCommand?: string;
   mssqlPrincipal?: string;
   adopt?: boolean;
 }
@@ -68,6 +69,7 @@ export function registerTargetCommands(program: Command, ctx: CliContext): void 
     .option('--mysql-account-host <host>', "MySQL: the host part of 'user'@'host'")
     .option('--redis-password-mode <mode>', 'redis: acl (default) or requirepass (the default user, no ACLs)')
     .option('--auth-database <name>', 'mongodb: the database the user is defined in (default admin)')
+    .option('--mongodb-command <name>', 'mongodb: a custom rotation command configured on the agent (mongodbCommands), instead of updateUser')
     .option('--mssql-principal <kind>', 'mssql: login (default) or contained-user (with --database)')
     .option('--adopt', 'read the password that logs in now from stdin and store it as the current version (no rotation)')
     .action(async (ref: string, opts: AddOptions, cmd: Command) => {
@@ -87,6 +89,7 @@ export function registerTargetCommands(program: Command, ctx: CliContext): void 
           ...(opts.mysqlAccountHost === undefined ? {} : { mysqlAccountHost: opts.mysqlAccountHost }),
           ...(opts.redisPasswordMode === undefined ? {} : { redisPasswordMode: opts.redisPasswordMode }),
           ...(opts.authDatabase === undefined ? {} : { authDatabase: opts.authDatabase }),
+          ...(opts.mongodbCommand === undefined ? {} : { mongodbCommand: opts.mongodbCommand }),
           ...(opts.mssqlPrincipal === undefined ? {} : { mssqlPrincipal: opts.mssqlPrincipal }),
         },
       }, 'target');

@@ -30,6 +30,8 @@ export const TargetSpec = z.object({
   redisPasswordMode: z.enum(['acl', 'requirepass']).optional(),
   /** MongoDB: the database the user is defined in (default `admin`). */
   authDatabase: z.string().min(1).max(64).regex(/^[^/\\. "$*<>:|?\0]+$/, 'a MongoDB database name').optional(),
+  /** MongoDB: a rotation command template configured on the agent (`mongodbCommands`), used instead of `updateUser`. */
+  mongodbCommand: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
   /** SQL Server: a server `login` (default) or a contained database `user` (needs `database`). */
   mssqlPrincipal: z.enum(['login', 'contained-user']).optional(),
 }).strict();

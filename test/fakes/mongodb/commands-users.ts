@@ -83,7 +83,9 @@ function createUser(ctx: CommandContext): Document {
 }
 
 function updateUser(ctx: CommandContext): Document {
-  rejectUnknownFields(ctx, ['pwd', 'mechanisms', 'digestPassword']);
+  rejectUnknownFields(ctx, ['pwd', 'mechanisms', 'digestPassword', 'customData', 'writeConcern']);
+  const customData = ctx.body['customData'];
+  if (customData !== undefined && (customData === null || typeof customData !== 'object' || Array.isArray(customData))) throw new CommandError('BadValue', 'customData must be an object');
   const me = currentUser(ctx);
   const name: UserName = { user: stringField(ctx.body, 'updateUser'), db: ctx.db };
   if (!('pwd' in ctx.body) && !('mechanisms' in ctx.body)) throw new CommandError('BadValue', 'Must specify at least one field to update in updateUser');
