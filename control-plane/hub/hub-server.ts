@@ -27,7 +27,11 @@ export interface HubOptions {
 
 type AgentMessage = ReturnType<typeof AgentToHub.parse>;
 
-/** Messages one agent may have waiting for handling; more means a misbehaving agent. */
+/**
+ * Messages one agent may have waiting for handling beyond two per command sent to it and
+ * not yet finished (its `accepted` and `result`); more means a misbehaving agent. A burst
+ * of commands (a project-wide leak) is answered by a burst of messages: that is not abuse.
+ */
 const MAX_QUEUED_MESSAGES = 256;
 
 /** Agent refusals that say "not now" rather than "never". */
@@ -178,7 +182,7 @@ export class HubServer {
       conn.socket.close(1008, 'invalid message');
       return;
     }
-    if (conn.queued >= MAX_QUEUED_MESSAGES) {
+    if (conn.queued >= MAX_QUEUED_MESSAGES + 2 * conn.sent.size) {
       log.warn('agent is sending faster than it is answered; closing');
       conn.socket.close(1008, 'too many messages');
       return;

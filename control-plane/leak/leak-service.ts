@@ -82,10 +82,14 @@ export class LeakService {
         const i = next;
         next += 1;
         const r = rows[i] as (typeof rows)[number];
-        leaks[i] = await this.start(caller, sourceIp, project.project_id, projectName, r.secret_id, r.name, r.version, 'name', options);
+        leaks[i] = await this.start(caller, sourceIp, project.project_id, projectName, r.secret_id, r.name, r.version, 'name', options, false);
       }
     };
     await Promise.all(Array.from({ length: Math.min(PROJECT_LEAK_CONCURRENCY, rows.length) }, lane));
+    // Answer now (a project can have thousands of targets); dispatching goes on in the background,
+    // and the sweep picks up any run this process does not get to (their next action is due now).
+    const runIds = [...new Set(leaks.map((l) => l.runId).filter((id): id is string => id !== null))];
+    void this.advanceAll(runIds);
     return { matched: rows.length > 0, leaks };
   }
 
@@ -97,7 +101,19 @@ export class LeakService {
     return report;
   }
 
-  private async start(caller: AuthIdentity, sourceIp: string, projectId: string, project: string, secretId: string, secret: string, version: number, foundBy: 'name' | 'value', options: LeakOptions): Promise<LeakStarted['leaks'][number]> {
+  private async advanceAll(runIds: string[]): Promise<void> {
+    let next = 0;
+    const lane = async (): Promise<void> => {
+      while (next < runIds.length) {
+        const runId = runIds[next] as string;
+        next += 1;
+        await this.engine.advance(runId).catch((err: unknown) => this.logger.warn({ err, runId }, 'could not dispatch a leak run; the sweep will'));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PROJECT_LEAK_CONCURRENCY, runIds.length) }, lane));
+  }
+
+  private async start(caller: AuthIdentity, sourceIp: string, projectId: string, project: string, secretId: string, secret: string, version: number, foundBy: 'name' | 'value', options: LeakOptions, dispatchNow = true): Promise<LeakStarted['leaks'][number]> {
     const leakId = randomUUID();
     const started = await withTransaction(this.pool, this.logger, async (client) => {
       await client.query('SELECT 1 FROM secrets WHERE secret_id = $1 FOR UPDATE', [secretId]);
@@ -117,7 +133,7 @@ export class LeakService {
       await this.chain.append(client, [{ identityId: caller.identityId, sourceIp, action: 'secret.leaked', projectId, secretId, secretVersion: version, outcome: 'success', detail: { leakId, foundBy, runId: run.runId, killSessions: options.killSessions } }]);
       return { ...run, target: target?.name ?? null };
     });
-    if (started.runId !== null) await this.engine.advance(started.runId);
+    if (started.runId !== null && dispatchNow) await this.engine.advance(started.runId);
     return { leakId, project, secret, version, target: started.target, runId: started.runId, joined: started.joined };
   }
 
