@@ -6,8 +6,7 @@
  */
 import t, { type Test } from 'tap';
 import { MssqlDriverError, MssqlSession } from '../../agent/appliers/mssql-session.js';
-import { eventually } from '../support/agents.js';
-import { randomPassword } from '../support/applier-fixtures.js';
+import { rotateScheduleAndLeak } from '../support/engine-scenarios.js';
 import { engineRotationFixture, type RotationDatabase } from '../support/rotation-fixture.js';
 import { fakeServer, realServer } from '../fakes/tds/servers.js';
 
@@ -33,39 +32,5 @@ const mssql: RotationDatabase = {
 };
 
 t.test(`${server.label}: manual and scheduled rotations through the agent; old refused, new accepted; a leak neutralised`, async (t) => {
-  const fx = await engineRotationFixture(t, mssql);
-  const old = randomPassword('Old1');
-  const user = await fx.createUser(old);
-  await fx.addTarget('ledger', user, { adoptPassword: old });
-  const tested = await fx.h.admin.ok('POST', '/v1/projects/p/targets/ledger/test', {});
-  t.equal(tested.target.preflight.ok, true, tested.target.preflight.problems);
-  const refusedDual = await fx.h.admin.call('PUT', '/v1/projects/p/targets/ledger/policy', { policy: { schedule: { kind: 'every', seconds: 3600 }, strategy: 'dual', graceSeconds: 60 } });
-  t.match(refusedDual.body, { error: { code: 'ERR_PREFLIGHT_FAILED' } }, 'dual is refused: one password per login');
-
-  const manual = await fx.h.admin.ok('POST', '/v1/projects/p/targets/ledger/rotate', {});
-  const run = await fx.waitRun(manual.run.runId, ['done', 'failed', 'parked']);
-  t.equal(run.state, 'done', `${run.errorCode ?? ''} ${run.errorMessage ?? ''}`);
-  const first = await fx.secretValue('ledger-password');
-  t.equal(await fx.logsIn(user, first), true, 'the new password logs in');
-  t.equal(await fx.logsIn(user, old), false, 'the old one is refused');
-
-  await fx.h.admin.ok('PUT', '/v1/projects/p/targets/ledger/policy', { policy: { schedule: { kind: 'every', seconds: 2 } } });
-  const scheduled = await eventually(async () => {
-    const runs = (await fx.h.admin.ok('GET', '/v1/projects/p/runs?target=ledger')).runs;
-    return runs.find((r: { trigger: string; state: string }) => r.trigger === 'schedule' && r.state === 'done');
-  }, 20_000, 'a scheduled rotation');
-  t.ok(new Date(scheduled.createdAt).getTime() - new Date(scheduled.scheduledFor).getTime() < 1000, 'on time');
-  await fx.h.admin.ok('POST', '/v1/projects/p/targets/ledger/policy/pause', {});
-  await fx.waitIdle('ledger');
-  const current = await fx.secretValue('ledger-password');
-  t.equal(await fx.logsIn(user, current), true);
-
-  const leak = await fx.h.admin.ok('POST', '/v1/leaks/by-value', { value: current });
-  t.match(leak, { matched: true, leaks: [{ secret: 'ledger-password' }] });
-  const report = await eventually(async () => {
-    const r = await fx.h.admin.ok('GET', `/v1/projects/p/leaks/${leak.leaks[0].leakId}`);
-    return r.state === 'open' ? undefined : r;
-  }, 20_000, 'the leak');
-  t.equal(report.state, 'neutralised');
-  t.equal(await fx.logsIn(user, current), false, 'the leaked password is refused');
+  await rotateScheduleAndLeak(t, await engineRotationFixture(t, mssql));
 });

@@ -9,6 +9,7 @@ import t, { type Test } from 'tap';
 import mysql from 'mysql2/promise';
 import { randomBytes } from 'node:crypto';
 import { eventually } from '../support/agents.js';
+import { leakByNameAndValue } from '../support/engine-scenarios.js';
 import { randomPassword } from '../support/applier-fixtures.js';
 import { engineRotationFixture, FINISHED_RUN_STATES, type EngineRotationFixture, type RotationDatabase } from '../support/rotation-fixture.js';
 
@@ -179,17 +180,5 @@ t.test('mariadb leak – by name and by value: the leaked password is refused, t
   const fx = await engineRotationFixture(t, mariadb);
   const byName = await testedTarget(fx, 'leak-name');
   const byValue = await testedTarget(fx, 'leak-value');
-  const waitLeak = (leakId: string): Promise<any> => eventually(async () => {
-    const r = await fx.h.admin.ok('GET', `/v1/projects/p/leaks/${leakId}`);
-    return r.state === 'open' ? undefined : r;
-  }, 20_000, 'the leak to be handled');
-  const a = await fx.h.admin.ok('POST', '/v1/projects/p/leaks', { secret: 'leak-name-password' });
-  const b = await fx.h.admin.ok('POST', '/v1/leaks/by-value', { value: byValue.password });
-  t.match(b, { matched: true, leaks: [{ secret: 'leak-value-password', version: 1 }] }, 'found by fingerprint');
-  for (const [started, target] of [[a, byName], [b, byValue]] as const) {
-    const report = await waitLeak(started.leaks[0].leakId);
-    t.equal(report.state, 'neutralised', report.reason ?? '');
-    t.equal(await fx.logsIn(target.user, target.password), false, 'the leaked password is refused by MariaDB');
-    t.equal(await fx.logsIn(target.user, await fx.secretValue(`${started.leaks[0].secret}`)), true, 'the new one works');
-  }
+  await leakByNameAndValue(t, fx, byName, byValue);
 });
