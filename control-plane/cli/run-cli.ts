@@ -50,7 +50,8 @@ function usageError(err: CommanderError): SikkerError {
 
 /**
  * Runs one CLI invocation in-process. `argv` holds the user's arguments only (no
- * node binary or script path). Returns the exit code: 0 on success, 1 on any error
+ * node binary or script path). Returns the exit code: 0 on success, 2 on a usage error
+ * (unknown option, missing argument), 1 on any other error
  * (printed as `error CODE: message` on stderr, or as `{"error":{code,message}}` on
  * stdout with --json) and when a command reports a negative result (audit verify).
  * Never throws; never writes secret values except the one a command was asked to print.
@@ -65,7 +66,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     if (err instanceof CommanderError) {
       if (INFORMATIONAL.has(err.code)) return err.exitCode;
       out.error(usageError(err));
-      return 1;
+      return 2; // a usage error, not a failed request: scripts (sikker scan in CI) tell them apart
     }
     out.error(err);
     return 1;

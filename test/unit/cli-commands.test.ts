@@ -254,3 +254,11 @@ t.test('audit verify – a broken chain exits 1 naming the first bad record', as
   t.match(result.stdout, /BROKEN: hash mismatch/);
   t.match(result.stdout, /seq 17/);
 });
+
+t.test('usage errors exit 2, so scripts tell them from a failed request (1) or a finding (scan: 1)', async (t) => {
+  const unknown = await run(['scan', '--bogus'], {});
+  t.equal(unknown.code, 2);
+  t.match(unknown.stderr, /^error ERR_VALIDATION: unknown option '--bogus'/);
+  const missing = await run(['policy', 'show'], {});
+  t.equal(missing.code, 2, 'a missing argument');
+});
