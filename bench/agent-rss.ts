@@ -20,7 +20,7 @@
  * Last line (via bench/run.ts): agentRssBytes, bareNodeRssBytes, ratio (= agent ÷ bare),
  * plus diagnostics (samples, RssAnon/RssFile split, time to connect).
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,6 +32,7 @@ import { initBenchVault, withTimeout } from './support/bench-vault.js';
 import { benchAbortSignal, CleanupStack } from './support/cleanup.js';
 import { controlPlaneEnvOverrides, startControlPlaneProcess } from './support/control-plane-process.js';
 import { round } from './support/load.js';
+import { startProgram } from './support/node-program.js';
 
 /** Goal from BENCHMARKS.md. */
 export const GOAL_RATIO = 1.3;
@@ -166,52 +167,6 @@ function summarise(values: number[]): RssSamples {
   return { median, min: sorted[0] ?? 0, max: sorted[sorted.length - 1] ?? 0, values };
 }
 
-interface Program {
-  pid: number;
-  exited(): boolean;
-  /** SIGTERM, SIGKILL after 5 s. Idempotent. */
-  stop(): Promise<void>;
-}
-
-/** Starts `node <args>` with piped stdio (output lines go to `onLine`); killed if this process exits. */
-function startProgram(args: string[], onLine: (line: string) => void): Program {
-  const child: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const killOnExit = (): void => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  };
-  process.on('exit', killOnExit);
-  const gone = new Promise<void>((resolve) => child.once('exit', () => {
-    process.off('exit', killOnExit);
-    resolve();
-  }));
-  let partial = '';
-  const onData = (chunk: Buffer): void => {
-    const lines = (partial + chunk.toString('utf8')).split('\n');
-    partial = lines.pop() ?? '';
-    for (const line of lines) if (line !== '') onLine(line);
-  };
-  child.stdout?.on('data', onData);
-  child.stderr?.on('data', onData);
-  if (child.pid === undefined) throw new Error(`could not start node ${args.join(' ')}`);
-  const pid = child.pid;
-  const exited = (): boolean => child.exitCode !== null || child.signalCode !== null;
-  let stopping: Promise<void> | undefined;
-  return {
-    pid,
-    exited,
-    stop() {
-      stopping ??= (async () => {
-        if (exited()) return;
-        child.kill('SIGTERM');
-        if (!(await Promise.race([gone.then(() => true), sleep(5000).then(() => false)]))) {
-          child.kill('SIGKILL');
-          await Promise.race([gone, sleep(2000)]);
-        }
-      })();
-      return stopping;
-    },
-  };
-}
 
 /** Runs `node <args>` to completion (killed after `ms`). */
 function runProgram(args: string[], ms: number): Promise<{ code: number | null; stdout: string; stderr: string }> {

@@ -4,13 +4,14 @@
  * --config <file>`, waited for until the control plane lists it online with its
  * version (its hello was processed).
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestClient } from '../../test/support/test-client.js';
 import { withTimeout } from './bench-vault.js';
 import { benchAbortSignal } from './cleanup.js';
+import { startProgram } from './node-program.js';
 
 /** The compiled agent program, next to dist/bench/. */
 export const AGENT_MAIN = fileURLToPath(new URL('../../agent/main.js', import.meta.url));
@@ -58,42 +59,12 @@ export async function startAgentProcess(o: StartAgentOptions): Promise<AgentProc
   writeFileSync(configPath, JSON.stringify({ server: o.baseUrl, stateDir, ...o.config }, null, 2), { mode: 0o600 });
 
   const lines: string[] = [];
-  const child: ChildProcess = spawn(process.execPath, [...(o.nodeArgs ?? []), AGENT_MAIN, 'run', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const killOnExit = (): void => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  };
-  process.on('exit', killOnExit);
-  const gone = new Promise<void>((resolve) => child.once('exit', () => {
-    process.off('exit', killOnExit);
-    resolve();
-  }));
-  let partial = '';
-  const onData = (chunk: Buffer): void => {
-    const parts = (partial + chunk.toString('utf8')).split('\n');
-    partial = parts.pop() ?? '';
-    for (const line of parts) {
-      if (line === '') continue;
-      lines.push(line);
-      if (lines.length > 30) lines.shift();
-    }
-  };
-  child.stdout?.on('data', onData);
-  child.stderr?.on('data', onData);
-  if (child.pid === undefined) throw new Error('could not start sikker-agent run');
-  const exited = (): boolean => child.exitCode !== null || child.signalCode !== null;
-  let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> => {
-    stopping ??= (async () => {
-      if (exited()) return;
-      child.kill('SIGTERM');
-      if (!(await Promise.race([gone.then(() => true), sleep(STOP_GRACE_MS).then(() => false)]))) {
-        child.kill('SIGKILL');
-        await Promise.race([gone, sleep(2000)]);
-      }
-    })();
-    return stopping;
-  };
-  const agent = { pid: child.pid, agentId: '', exited, tail: () => lines.join('\n'), stop };
+  const program = startProgram([...(o.nodeArgs ?? []), AGENT_MAIN, 'run', '--config', configPath], (line) => {
+    lines.push(line);
+    if (lines.length > 30) lines.shift();
+  }, { stopGraceMs: STOP_GRACE_MS });
+  const { exited, stop } = program;
+  const agent = { pid: program.pid, agentId: '', exited, tail: () => lines.join('\n'), stop };
 
   try {
     const deadline = Date.now() + (o.connectTimeoutMs ?? 30_000);

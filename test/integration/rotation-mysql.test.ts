@@ -8,8 +8,7 @@
 import t, { type Test } from 'tap';
 import mysql from 'mysql2/promise';
 import { randomBytes } from 'node:crypto';
-import { eventually } from '../support/agents.js';
-import { leakByNameAndValue } from '../support/engine-scenarios.js';
+import { leakByNameAndValue, scheduledOnTime, testedTarget } from '../support/engine-scenarios.js';
 import { randomPassword } from '../support/applier-fixtures.js';
 import { engineRotationFixture, FINISHED_RUN_STATES, type EngineRotationFixture, type RotationDatabase } from '../support/rotation-fixture.js';
 
@@ -54,15 +53,6 @@ const mariadb: RotationDatabase = {
 };
 
 const stepNames = (run: { steps: Array<{ step: string }> }): string[] => run.steps.map((s) => s.step);
-
-/** A target on a fresh account adopting its password, preflighted; returns the account and the adopted password. */
-async function testedTarget(fx: EngineRotationFixture, name: string, extra: Record<string, unknown> = {}): Promise<{ user: string; password: string; tested: any }> {
-  const password = randomPassword(`${name}-old`);
-  const user = await fx.createUser(password);
-  await fx.addTarget(name, user, { adoptPassword: password, ...extra });
-  const tested = await fx.h.admin.ok('POST', `/v1/projects/p/targets/${name}/test`, {});
-  return { user, password, tested };
-}
 
 t.test('mariadb replace – rotate now: committed, the new password logs in, the old one is refused', async (t) => {
   const fx = await engineRotationFixture(t, mariadb);
@@ -150,30 +140,7 @@ t.test('mariadb alternate – the resting account gets the new password; the pre
 });
 
 t.test('mariadb scheduled – a policy every 2 s rotates on time, and the password works afterwards', async (t) => {
-  const fx = await engineRotationFixture(t, mariadb);
-  const { user, password, tested } = await testedTarget(fx, 'sched');
-  t.equal(tested.target.preflight.ok, true);
-  const set = await fx.h.admin.ok('PUT', '/v1/projects/p/targets/sched/policy', { policy: { schedule: { kind: 'every', seconds: 2 } } });
-  const firstDue = new Date(set.nextRunAt).getTime();
-  const first = await eventually(async () => {
-    const runs = (await fx.h.admin.ok('GET', '/v1/projects/p/runs?target=sched')).runs;
-    return runs.find((r: { trigger: string; state: string }) => r.trigger === 'schedule' && r.state === 'done');
-  }, 15_000, 'a scheduled run to finish');
-  await fx.h.admin.ok('POST', '/v1/projects/p/targets/sched/policy/pause', {});
-  const runs = await fx.waitIdle('sched');
-
-  t.equal(new Date(first.scheduledFor).getTime(), firstDue, 'the first run was the one due at nextRunAt');
-  const scheduled = runs.filter((r) => r.trigger === 'schedule');
-  t.ok(scheduled.length >= 1, 'runs were started by the schedule');
-  for (const r of scheduled) {
-    const late = new Date(r.createdAt).getTime() - new Date(r.scheduledFor).getTime();
-    t.ok(late >= 0 && late < 1000, `run created ${late} ms after its due time`);
-  }
-  t.same(runs.map((r) => r.state), runs.map(() => 'done'), 'every run is done');
-  const current = await fx.secretValue('sched-password');
-  t.not(current, password);
-  t.equal(await fx.logsIn(user, current), true, 'the vault\'s current password logs in');
-  t.equal(await fx.logsIn(user, password), false, 'the adopted one is refused');
+  await scheduledOnTime(t, await engineRotationFixture(t, mariadb));
 });
 
 t.test('mariadb leak – by name and by value: the leaked password is refused, the new one works', async (t) => {

@@ -14,8 +14,7 @@
 import t, { type Test } from 'tap';
 import { Redis } from 'ioredis';
 import { randomBytes } from 'node:crypto';
-import { eventually } from '../support/agents.js';
-import { leakByNameAndValue } from '../support/engine-scenarios.js';
+import { leakByNameAndValue, scheduledOnTime, testedTarget } from '../support/engine-scenarios.js';
 import { randomPassword } from '../support/applier-fixtures.js';
 import { startPrivateRedis } from '../support/private-redis.js';
 import { engineRotationFixture, FINISHED_RUN_STATES, type EngineRotationFixture, type RotationDatabase } from '../support/rotation-fixture.js';
@@ -70,15 +69,6 @@ const redisAcl: RotationDatabase = {
 };
 
 const stepNames = (run: { steps: Array<{ step: string }> }): string[] => run.steps.map((s) => s.step);
-
-/** A target on a fresh ACL user adopting its password, preflighted. */
-async function testedTarget(fx: EngineRotationFixture, name: string, extra: Record<string, unknown> = {}, strategy?: 'dual'): Promise<{ user: string; password: string; tested: any }> {
-  const password = randomPassword(`${name}-old`);
-  const user = await fx.createUser(password);
-  await fx.addTarget(name, user, { adoptPassword: password, ...extra });
-  const tested = await fx.h.admin.ok('POST', `/v1/projects/p/targets/${name}/test`, strategy === undefined ? {} : { strategy });
-  return { user, password, tested };
-}
 
 t.test('redis acl replace – rotate now: committed, the new password logs in, the old one is refused', async (t) => {
   const fx = await engineRotationFixture(t, redisAcl);
@@ -172,30 +162,7 @@ t.test('redis acl alternate – the resting user gets the new password; the prev
 });
 
 t.test('redis acl scheduled – a policy every 2 s rotates on time, and the password works afterwards', async (t) => {
-  const fx = await engineRotationFixture(t, redisAcl);
-  const { user, password, tested } = await testedTarget(fx, 'sched');
-  t.equal(tested.target.preflight.ok, true);
-  const set = await fx.h.admin.ok('PUT', '/v1/projects/p/targets/sched/policy', { policy: { schedule: { kind: 'every', seconds: 2 } } });
-  const firstDue = new Date(set.nextRunAt).getTime();
-  const first = await eventually(async () => {
-    const runs = (await fx.h.admin.ok('GET', '/v1/projects/p/runs?target=sched')).runs;
-    return runs.find((r: { trigger: string; state: string }) => r.trigger === 'schedule' && r.state === 'done');
-  }, 15_000, 'a scheduled run to finish');
-  await fx.h.admin.ok('POST', '/v1/projects/p/targets/sched/policy/pause', {});
-  const runs = await fx.waitIdle('sched');
-
-  t.equal(new Date(first.scheduledFor).getTime(), firstDue, 'the first run was the one due at nextRunAt');
-  const scheduled = runs.filter((r) => r.trigger === 'schedule');
-  t.ok(scheduled.length >= 1, 'runs were started by the schedule');
-  for (const r of scheduled) {
-    const late = new Date(r.createdAt).getTime() - new Date(r.scheduledFor).getTime();
-    t.ok(late >= 0 && late < 1000, `run created ${late} ms after its due time`);
-  }
-  t.same(runs.map((r) => r.state), runs.map(() => 'done'), 'every run is done');
-  const current = await fx.secretValue('sched-password');
-  t.not(current, password);
-  t.equal(await fx.logsIn(user, current), true, 'the vault\'s current password logs in');
-  t.equal(await fx.logsIn(user, password), false, 'the adopted one is refused');
+  await scheduledOnTime(t, await engineRotationFixture(t, redisAcl));
 });
 
 t.test('redis requirepass replace – the default user\'s adopted password is rotated: AUTH with the old fails, the new works', async (t) => {

@@ -7,6 +7,42 @@ import { eventually } from './agents.js';
 import { randomPassword } from './applier-fixtures.js';
 import type { EngineRotationFixture } from './rotation-fixture.js';
 
+/** A target on a fresh user adopting its password, preflighted (for `strategy` when given). */
+export async function testedTarget(fx: EngineRotationFixture, name: string, extra: Record<string, unknown> = {}, strategy?: 'dual'): Promise<{ user: string; password: string; tested: any }> {
+  const password = randomPassword(`${name}-old`);
+  const user = await fx.createUser(password);
+  await fx.addTarget(name, user, { adoptPassword: password, ...extra });
+  const tested = await fx.h.admin.ok('POST', `/v1/projects/p/targets/${name}/test`, strategy === undefined ? {} : { strategy });
+  return { user, password, tested };
+}
+
+/** A policy every 2 s: the first run is the one due at nextRunAt, every run starts within a second, the vault and the server agree. */
+export async function scheduledOnTime(t: Test, fx: EngineRotationFixture): Promise<void> {
+  const { user, password, tested } = await testedTarget(fx, 'sched');
+  t.equal(tested.target.preflight.ok, true);
+  const set = await fx.h.admin.ok('PUT', '/v1/projects/p/targets/sched/policy', { policy: { schedule: { kind: 'every', seconds: 2 } } });
+  const firstDue = new Date(set.nextRunAt).getTime();
+  const first = await eventually(async () => {
+    const runs = (await fx.h.admin.ok('GET', '/v1/projects/p/runs?target=sched')).runs;
+    return runs.find((r: { trigger: string; state: string }) => r.trigger === 'schedule' && r.state === 'done');
+  }, 15_000, 'a scheduled run to finish');
+  await fx.h.admin.ok('POST', '/v1/projects/p/targets/sched/policy/pause', {});
+  const runs = await fx.waitIdle('sched');
+
+  t.equal(new Date(first.scheduledFor).getTime(), firstDue, 'the first run was the one due at nextRunAt');
+  const scheduled = runs.filter((r) => r.trigger === 'schedule');
+  t.ok(scheduled.length >= 1, 'runs were started by the schedule');
+  for (const r of scheduled) {
+    const late = new Date(r.createdAt).getTime() - new Date(r.scheduledFor).getTime();
+    t.ok(late >= 0 && late < 1000, `run created ${late} ms after its due time`);
+  }
+  t.same(runs.map((r) => r.state), runs.map(() => 'done'), 'every run is done');
+  const current = await fx.secretValue('sched-password');
+  t.not(current, password);
+  t.equal(await fx.logsIn(user, current), true, 'the vault\'s current password logs in');
+  t.equal(await fx.logsIn(user, password), false, 'the adopted one is refused');
+}
+
 /** Polls a leak until it is no longer open. */
 export function waitLeak(fx: EngineRotationFixture, leakId: string, timeoutMs = 20_000): Promise<any> {
   return eventually(async () => {
