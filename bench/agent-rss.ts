@@ -5,8 +5,8 @@
  * - The control plane is the real program as a child process on its own fresh
  *   database and Redis prefix (SIKKER_LOG_LEVEL=warn), initialised through its API,
  *   with project `bench` and a join token for role `agent`.
- * - The agent is the real program: `node dist/agent/main.js enroll --server … --token …
- *   --state-dir <tmp>/state --name bench-agent`, then `node dist/agent/main.js run
+ * - The agent is the real program: `node dist/agent/sikker-agent.cjs enroll --server … --token …
+ *   --state-dir <tmp>/state --name bench-agent`, then `node dist/agent/sikker-agent.cjs run
  *   --config <tmp>/agent.json` with the config enroll suggests plus one sink (default
  *   log level and heartbeat). It counts as connected when it has logged "connected to
  *   the hub" and GET /v1/agents?project=bench shows it online with its version (its
@@ -50,7 +50,7 @@ export const CONNECT_TIMEOUT_MS = 30_000;
 export const timeoutMs = 120_000;
 
 /** The compiled agent program, next to dist/bench/. */
-const AGENT_MAIN = fileURLToPath(new URL('../agent/main.js', import.meta.url));
+const AGENT_MAIN = fileURLToPath(new URL('../agent/sikker-agent.cjs', import.meta.url));
 const BARE_NODE_SCRIPT = 'setInterval(() => {}, 1000)';
 const PROJECT = 'bench';
 const REDIS_URL = `redis://${SERVICE_HOST}:${REDIS_PORT}`;

@@ -14,8 +14,9 @@ import { runInNewContext } from 'node:vm';
  *
  * Together with loading CommonJS packages through require() (hub-socket.ts), this took
  * `npm run bench -- agent-rss` from 1.54–1.80× (depending on whether the reducer ever
- * ran) to 1.31–1.32× on node 20. What remains is mostly zod (its entry point loads every one
- * of its ~60 locales) and node's https/tls/zlib modules that ws requires.
+ * ran) to 1.31–1.32× on node 20; shipping the agent as one bundle with zod tree-shaken
+ * (agent/build/bundle-agent.ts) took it to 1.24×. What remains is mostly OpenSSL's
+ * initialisation and node's https/tls/zlib modules that ws requires.
  *
  * Only the `sikker-agent` process calls these; in-process HubClients (tests,
  * benchmarks) leave V8 alone. Flags are set before the subcommand's modules load.

@@ -10,7 +10,7 @@
 import type { ApplierPool } from './applier-pool.js';
 import type { MongodbCommandTemplate } from '../appliers/target.js';
 import type { KeyObject } from 'node:crypto';
-import type { z } from 'zod';
+import type * as z from 'zod';
 import { zero } from '../../shared/crypto/aead.js';
 import { openSealed } from '../../shared/crypto/sealed-box.js';
 import { SikkerError } from '../../shared/errors/sikker-error.js';

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import { isLoopbackHost, normalisePin } from '../../shared/http-client/signed-client-options.js';
 import type { AdminCredentials } from '../appliers/target.js';

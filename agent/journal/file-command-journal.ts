@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { z } from 'zod';
+import * as z from 'zod';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import { CommandEnvelope, CommandKind } from '../../shared/protocol/agent-messages.js';
 import { writeFileAtomicSync } from '../state/atomic-file.js';

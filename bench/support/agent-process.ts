@@ -1,5 +1,5 @@
 /**
- * The real agent program (`node dist/agent/main.js`) as a child process for benchmarks:
+ * The real agent program (`node dist/agent/sikker-agent.cjs`) as a child process for benchmarks:
  * enrolled with a join token through `sikker-agent enroll`, then `sikker-agent run
  * --config <file>`, waited for until the control plane lists it online with its
  * version (its hello was processed).
@@ -14,7 +14,7 @@ import { benchAbortSignal } from './cleanup.js';
 import { startProgram } from './node-program.js';
 
 /** The compiled agent program, next to dist/bench/. */
-export const AGENT_MAIN = fileURLToPath(new URL('../../agent/main.js', import.meta.url));
+export const AGENT_MAIN = fileURLToPath(new URL('../../agent/sikker-agent.cjs', import.meta.url));
 
 const STOP_GRACE_MS = 5000;
 

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { z } from 'zod';
+import type * as z from 'zod';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import { AgentCommand, AgentDetail, AgentList, IssueCommandRequest, ProjectName, Uuid } from '../../shared/protocol/api.js';
 import { parseDurationSeconds, parseSecretRef, parseWholeNumber, parseWith, queryString } from './cli-arguments.js';

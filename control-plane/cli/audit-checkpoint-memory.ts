@@ -1,5 +1,5 @@
 import { readFileSync, writeFileSync, renameSync } from 'node:fs';
-import { z } from 'zod';
+import * as z from 'zod';
 import { verifyCheckpoint } from '../../shared/audit/checkpoint.js';
 import { importPublicKey } from '../../shared/signing/ed25519-keys.js';
 import type { AuditVerifyResponse } from '../../shared/protocol/api.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { z } from 'zod';
+import type * as z from 'zod';
 import { AuditList, AuditQuery, AuditRecord, AuditVerifyResponse } from '../../shared/protocol/api.js';
 import { parseWith, queryString } from './cli-arguments.js';
 import { checkAgainstMemory } from './audit-checkpoint-memory.js';

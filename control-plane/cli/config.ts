@@ -1,6 +1,6 @@
 import { homedir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 
 /** The global flags as commander hands them over (all optional). */

@@ -1,7 +1,7 @@
 import { sign } from 'node:crypto';
 import { existsSync, renameSync, rmSync } from 'node:fs';
 import type { Command } from 'commander';
-import { z } from 'zod';
+import * as z from 'zod';
 import { SikkerError, isSikkerError } from '../../shared/errors/sikker-error.js';
 import { EnrollRequest, EnrollResponse, IdentityName, RekeyRequest, rekeyProofText } from '../../shared/protocol/api.js';
 import { exportPublicKey, generateIdentityKeyPair } from '../../shared/signing/ed25519-keys.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { z } from 'zod';
+import * as z from 'zod';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { SignedClient } from '../../shared/http-client/signed-client.js';
 import { ProjectName } from '../../shared/protocol/api.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { z } from 'zod';
+import type * as z from 'zod';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import { InitRequest, InitResponse, StatusResponse } from '../../shared/protocol/api.js';
 import { exportPublicKey } from '../../shared/signing/ed25519-keys.js';

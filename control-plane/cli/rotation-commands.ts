@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { z } from 'zod';
+import * as z from 'zod';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import { ProjectName, Uuid } from '../../shared/protocol/api.js';
 import { Policy, RunDetail, RunList, SetNextRunRequest, SetPolicyRequest } from '../../shared/protocol/rotation-api.js';

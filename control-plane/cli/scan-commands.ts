@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { z } from 'zod';
+import type * as z from 'zod';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import { ProjectName } from '../../shared/protocol/api.js';
 import { MatchResponse, type MatchRequest } from '../../shared/protocol/leak-api.js';

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { z } from 'zod';
+import type * as z from 'zod';
 import { ProjectName } from '../../shared/protocol/api.js';
 import { StatusReport } from '../../shared/protocol/status-api.js';
 import { parseWholeNumber, parseWith, queryString } from './cli-arguments.js';

@@ -1,5 +1,5 @@
 import { sign, verify, type KeyObject } from 'node:crypto';
-import { z } from 'zod';
+import * as z from 'zod';
 
 /**
  * The agent ↔ hub WebSocket protocol. Every frame is one JSON message validated

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { ProjectName, SecretName, SecretValue, Uuid } from './api.js';
 
 /** HTTP bodies and answers for leak response and fingerprint matching. */

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { ProjectName, SecretName, SecretValue, Uuid } from './api.js';
 import { TargetSpec } from './rotation-commands.js';
 

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /**
  * The rotation commands the control plane sends an agent (kinds `target.preflight`,

@@ -2,7 +2,7 @@ import { constants, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, ren
 import { dirname } from 'node:path';
 import type { Stats } from 'node:fs';
 import { randomBytes, type KeyObject } from 'node:crypto';
-import { z } from 'zod';
+import * as z from 'zod';
 import { SikkerError } from '../errors/sikker-error.js';
 import { generateIdentityKeyPair, privateKeyFromPem, privateKeyToPem } from './ed25519-keys.js';
 import { boxPrivateKeyFromPem, boxPrivateKeyToPem } from '../crypto/sealed-box.js';

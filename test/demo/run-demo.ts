@@ -26,7 +26,7 @@ const ROTATOR_ROLE = 'sikker_rotator';
 const RUNS = 3;
 const EVERY = '5s';
 const RUN_TIMEOUT_MS = 20_000;
-const AGENT_BIN = join(REPO_ROOT, 'dist', 'agent', 'main.js');
+const AGENT_BIN = join(REPO_ROOT, 'dist', 'agent', 'sikker-agent.cjs');
 
 /** A check that did not hold: reported as such, exit 1. */
 class DemoCheckFailed extends Error {}

@@ -7,7 +7,7 @@ import { freePort } from '../support/free-port.js';
 import { eventually } from '../support/agents.js';
 import { CLI_BIN, CONTROL_PLANE_BIN, REPO_ROOT, runProgram, startProgram, waitForHealthy, type RunningProcess } from '../support/processes.js';
 
-const AGENT_BIN = join(REPO_ROOT, 'dist', 'agent', 'main.js');
+const AGENT_BIN = join(REPO_ROOT, 'dist', 'agent', 'sikker-agent.cjs');
 const CANARY = 'canary-agent-e2e-77f1';
 
 t.test('e2e – enroll → run → online; kill -9 and restart: the queued command is applied once; SIGTERM exits 0', async (t) => {

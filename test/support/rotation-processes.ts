@@ -19,7 +19,7 @@ import { freePort } from './free-port.js';
 import { CLI_BIN, CONTROL_PLANE_BIN, REPO_ROOT, runProgram, startProgram, waitForHealthy, type RunningProcess } from './processes.js';
 import type { ScramPostgres } from './scram-postgres.js';
 
-export const AGENT_BIN = join(REPO_ROOT, 'dist', 'agent', 'main.js');
+export const AGENT_BIN = join(REPO_ROOT, 'dist', 'agent', 'sikker-agent.cjs');
 
 /** The managed database of a process stack: how to make the user, how to log in, how `target add` names it. */
 export interface ProcessDatabase {

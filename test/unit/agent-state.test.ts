@@ -13,7 +13,7 @@ import { SIGNATURE_HEADERS, verifySignature } from '../../shared/signing/request
 import { loadAgentIdentity } from '../../agent/state/agent-identity.js';
 import { FakeHub, makeKeys } from './agent-test-hub.js';
 
-const MAIN = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'agent', 'main.js');
+const MAIN = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'agent', 'sikker-agent.cjs');
 
 interface Run {
   code: number | null;

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { z } from 'zod';
+import * as z from 'zod';
 import { SignedClient } from '../../shared/http-client/signed-client.js';
 
 /** A throwaway self-signed Ed25519 certificate for 127.0.0.1, made by openssl in a temp dir. */

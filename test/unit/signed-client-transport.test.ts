@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
-import { z } from 'zod';
+import * as z from 'zod';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import { SignedClient } from '../../shared/http-client/signed-client.js';
 import { isLoopbackHost, normalisePin } from '../../shared/http-client/signed-client-options.js';

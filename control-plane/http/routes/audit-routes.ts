@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import type { Pool } from 'pg';
 import * as api from '../../../shared/protocol/api.js';
 import { listAuditRecords, type AuditFilter } from '../../audit/audit-dal.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import * as api from '../../../shared/protocol/api.js';
 import * as leak from '../../../shared/protocol/leak-api.js';
 import type { FingerprintService } from '../../leak/fingerprint-service.js';

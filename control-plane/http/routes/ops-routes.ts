@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { ControlPlaneMetrics } from '../../metrics/metrics.js';
 import type { RootKeyHolder } from '../../vault/root-key-holder.js';
 import type { RouteKit } from '../route-kit.js';

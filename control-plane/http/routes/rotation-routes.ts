@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import * as api from '../../../shared/protocol/api.js';
 import * as rot from '../../../shared/protocol/rotation-api.js';
 import type { PolicyRow, RunRow, TargetRow } from '../../rotation/rotation-dal.js';

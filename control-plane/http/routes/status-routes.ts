@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import type * as z from 'zod';
 import * as st from '../../../shared/protocol/status-api.js';
 import type { StatusService, StatusSnapshot, TargetStatus } from '../../status/status-service.js';
 import type { LeakStatusRow } from '../../status/status-dal.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import * as api from '../../../shared/protocol/api.js';
 import type { SealService } from '../../vault/seal-service.js';
 import type { ProjectKeyRotation } from '../../vault/project-key-rotation.js';

@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import * as api from '../../../shared/protocol/api.js';
 import type { ProjectService } from '../../vault/project-service.js';
 import type { SecretService } from '../../vault/secret-service.js';
