@@ -29,8 +29,9 @@ export async function runCommand(argv: string[]): Promise<number> {
   }
   const logger = createLogger({ name: 'sikker-agent', level: config.logLevel });
   let client: HubClient;
+  let journal: FileCommandJournal;
   try {
-    client = createClient(config, logger);
+    ({ client, journal } = createClient(config, logger));
   } catch (err) {
     const e = err instanceof SikkerError ? err : new SikkerError('ERR_INTERNAL', 'the agent could not start', { cause: err });
     logger.fatal({ code: e.code }, `cannot start: ${e.message}`);
@@ -39,13 +40,15 @@ export async function runCommand(argv: string[]): Promise<number> {
   warnAboutMissingSinkDirectories(config, logger);
   client.start();
   logger.info({ server: config.server, sinks: config.sinks.length, adminConnections: [...config.adminConnections.keys()] }, 'agent running');
-  return waitForShutdown(client, config.shutdownGraceMs, logger);
+  const code = await waitForShutdown(client, config.shutdownGraceMs, logger);
+  journal.close();
+  return code;
 }
 
-function createClient(config: AgentConfig, logger: Logger): HubClient {
+function createClient(config: AgentConfig, logger: Logger): { client: HubClient; journal: FileCommandJournal } {
   const identity = loadAgentIdentity(config.stateDir);
   const journal = FileCommandJournal.open(journalPath(config.stateDir));
-  return new HubClient({
+  const client = new HubClient({
     serverUrl: config.server,
     identity,
     journal,
@@ -58,6 +61,7 @@ function createClient(config: AgentConfig, logger: Logger): HubClient {
     tls: { caCertPem: config.caCertPem, pinSha256: config.pinSha256, allowInsecureHttp: config.insecureHttp },
     heartbeatMs: config.heartbeatMs,
   });
+  return { client, journal };
 }
 
 function warnAboutMissingSinkDirectories(config: AgentConfig, logger: Logger): void {

@@ -1,82 +1,75 @@
 import { readFileSync } from 'node:fs';
-import * as z from 'zod';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
-import { CommandEnvelope, CommandKind } from '../../shared/protocol/agent-messages.js';
-import { writeFileAtomicSync } from '../state/atomic-file.js';
 import { DEFAULT_RETAIN_ACKNOWLEDGED, JournalCore, type JournalSnapshot } from './command-journal.js';
+import { JournalAppendLog, type AppendCalls } from './journal-append-log.js';
+import { parseJournal, type ParsedJournal } from './journal-file-format.js';
 
-const FORMAT = 'sikker-agent-journal-v1';
-
-const ResultFacts = z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()]));
-const StoredResult = z.object({
-  commandId: z.string().uuid(),
-  outcome: z.enum(['succeeded', 'failed']),
-  result: ResultFacts,
-  error: z.object({ code: z.string(), message: z.string() }).nullable(),
-});
-const StoredEntry = z.object({
-  commandId: z.string().uuid(),
-  kind: CommandKind,
-  generation: z.number().int().min(0),
-  status: z.enum(['accepted', 'final']),
-  acknowledged: z.boolean(),
-  envelope: CommandEnvelope.nullable(),
-  signature: z.string().max(200).nullable(),
-  result: StoredResult.nullable(),
-});
-const JournalFile = z.object({
-  format: z.literal(FORMAT),
-  highestGeneration: z.number().int().min(0),
-  entries: z.array(StoredEntry),
-});
+export interface FileCommandJournalOptions {
+  retainAcknowledged?: number;
+  /** Fault injection for the tests: replaces the write and the fdatasync of an append. Never set in production. */
+  appendCalls?: Partial<AppendCalls>;
+}
 
 /**
- * The journal as one JSON file (mode 0600) in the agent's state directory, rewritten
- * atomically and fsynced on every change, so what `recordAccepted` returned from is on
- * disk before the hub hears "accepted".
+ * The journal as one file (mode 0600) in the agent's state directory: a snapshot line
+ * and then one line per change (journal-file-format.ts), appended and fdatasynced, so
+ * what `recordAccepted` returned from is on disk before the hub hears "accepted" at
+ * the cost of one small write, not a rewrite of up to 1,000 entries. The file is
+ * compacted to one snapshot line at open and every few hundred changes
+ * (journal-append-log.ts).
  *
  * Failure modes: `open` throws ERR_AGENT_STATE when the file exists but cannot be read
  * or is not a valid journal — it never starts over silently, because a reset
- * `highestGeneration` would let old commands be replayed. Writes throw ERR_AGENT_STATE
- * (with the fs error as cause) and leave the previous file in place.
+ * `highestGeneration` would let old commands be replayed. Only an unfinished last line
+ * is ignored: its append never returned. Writes throw ERR_AGENT_STATE (with the fs
+ * error as cause), leave memory as it was, and the next change rewrites the file.
  */
 export class FileCommandJournal extends JournalCore {
   readonly path: string;
+  readonly #log: JournalAppendLog;
 
-  private constructor(path: string, snapshot: JournalSnapshot, retainAcknowledged: number) {
-    super(snapshot, retainAcknowledged, (next) => FileCommandJournal.#write(path, next));
+  private constructor(path: string, snapshot: JournalSnapshot, retainAcknowledged: number, log: JournalAppendLog) {
+    // An acknowledgement is not waited for on the disk: lost in a crash, it only makes the
+    // agent report that result again, which the hub has already stored and ignores.
+    super(snapshot, retainAcknowledged, (change, journal) => log.append(change, journal, change.op !== 'ack'));
     this.path = path;
+    this.#log = log;
   }
 
-  /** Loads `path`, or starts empty if it does not exist yet. */
-  static open(path: string, options: { retainAcknowledged?: number } = {}): FileCommandJournal {
-    return new FileCommandJournal(path, FileCommandJournal.#read(path), options.retainAcknowledged ?? DEFAULT_RETAIN_ACKNOWLEDGED);
+  /** Loads `path`, or starts empty if it does not exist yet (it is written at the first change). */
+  static open(path: string, options: FileCommandJournalOptions = {}): FileCommandJournal {
+    const file = FileCommandJournal.#read(path);
+    const retain = options.retainAcknowledged ?? DEFAULT_RETAIN_ACKNOWLEDGED;
+    const log = new JournalAppendLog(path, retain, options.appendCalls);
+    if (file === null) return new FileCommandJournal(path, { highestGeneration: 0, entries: [] }, retain, log);
+    const { parsed, size } = file;
+    const journal = new FileCommandJournal(path, parsed.snapshot, retain, log);
+    for (const change of parsed.changes) journal.replay(change, parsed.retainAcknowledged ?? retain);
+    // Compacting here rather than later keeps the running journal simple: its file is one
+    // snapshot, written with its own retainAcknowledged, followed by its own changes.
+    if (parsed.appendable && parsed.retainAcknowledged === retain) log.resume(size);
+    else log.compact(journal);
+    return journal;
   }
 
-  static #read(path: string): JournalSnapshot {
-    let text: string;
+  /** Releases the file; changes after this throw ERR_AGENT_STATE. Safe to call twice. */
+  close(): void {
+    this.#log.close();
+  }
+
+  static #read(path: string): { parsed: ParsedJournal; size: number } | null {
+    let bytes: Buffer;
     try {
-      text = readFileSync(path, 'utf8');
+      bytes = readFileSync(path);
     } catch (err) {
-      if ((err as { code?: unknown }).code === 'ENOENT') return { highestGeneration: 0, entries: [] };
+      if ((err as { code?: unknown }).code === 'ENOENT') return null;
       throw new SikkerError('ERR_AGENT_STATE', `cannot read the command journal ${path}`, { cause: err });
     }
-    let parsed: z.infer<typeof JournalFile>;
-    try {
-      parsed = JournalFile.parse(JSON.parse(text));
-    } catch {
+    const parsed = parseJournal(bytes.toString('utf8'));
+    if (parsed === null) {
       // The content is not echoed: it holds sealed payloads.
       throw new SikkerError('ERR_AGENT_STATE', `the command journal ${path} is corrupt; move it aside only if you accept that old commands could be replayed`);
     }
-    return { highestGeneration: parsed.highestGeneration, entries: parsed.entries };
-  }
-
-  static #write(path: string, snapshot: JournalSnapshot): void {
-    const content = JSON.stringify({ format: FORMAT, highestGeneration: snapshot.highestGeneration, entries: snapshot.entries });
-    try {
-      writeFileAtomicSync(path, content, 0o600);
-    } catch (err) {
-      throw new SikkerError('ERR_AGENT_STATE', `cannot write the command journal ${path}`, { cause: err, retryable: true });
-    }
+    return { parsed, size: bytes.length };
   }
 }

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { fdatasyncSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
@@ -99,17 +99,28 @@ t.test('file journal – a corrupt file is refused, never reset', async (t) => {
 t.test('file journal – a failed write throws, keeps memory as it was and leaves no temp file', async (t) => {
   const dir = tempDir(t);
   const path = join(dir, 'journal.json');
-  const j = FileCommandJournal.open(path);
+  let failSync = false;
+  const sync = (fd: number) => {
+    if (failSync) throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+    fdatasyncSync(fd);
+  };
+  const j = FileCommandJournal.open(path, { appendCalls: { sync } });
   const first = envelope(AGENT, { generation: 1 });
   j.recordAccepted(first, 'sig');
-  rmSync(path);
-  mkdirSync(path); // renaming over a directory fails, even for root
+  failSync = true; // an append fails…
   const second = envelope(AGENT, { generation: 2 });
-  t.throws(() => j.recordAccepted(second, 'sig'), { code: 'ERR_AGENT_STATE', message: /cannot write the command journal/ });
+  t.throws(() => j.recordAccepted(second, 'sig'), { code: 'ERR_AGENT_STATE', message: /cannot write the command journal/, retryable: true });
+  rmSync(path);
+  mkdirSync(path); // …and so does the rewrite the next change starts with: renaming over a directory fails, even for root
+  t.throws(() => j.recordAccepted(second, 'sig'), { code: 'ERR_AGENT_STATE', message: /cannot write the command journal/, retryable: true });
   t.equal(j.highestGeneration, 1);
   t.equal(j.get(second.commandId), undefined);
   t.ok(j.get(first.commandId));
   t.same(readdirSync(dir), ['journal.json']);
+  rmSync(path, { recursive: true });
+  failSync = false;
+  j.recordAccepted(second, 'sig');
+  t.equal(FileCommandJournal.open(path).highestGeneration, 2, 'the journal works again once the disk does');
 });
 
 t.test('hub client – a command interrupted by a crash runs again at start and is reported', async (t) => {
