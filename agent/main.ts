@@ -4,7 +4,7 @@
  * loaded only when chosen, so `run` never loads the HTTP client and `enroll` never
  * loads the WebSocket stack. Exit codes: 0 done, 1 failure, 2 usage or config error.
  */
-import { collectStartupGarbage, useInterpreterOnly } from './cli/startup-memory.js';
+import { collectStartupGarbage, useBaselineCompilerOnly } from './cli/startup-memory.js';
 import { agentVersion } from './version.js';
 
 const USAGE = `usage:
@@ -18,7 +18,7 @@ async function main(argv: string[]): Promise<number> {
     case 'enroll':
       return (await import('./cli/enroll-command.js')).enrollCommand(rest);
     case 'run':
-      useInterpreterOnly(); // before the daemon's modules load: see startup-memory.ts
+      useBaselineCompilerOnly(); // before the daemon's modules load: see startup-memory.ts
       collectStartupGarbage(1000);
       return (await import('./cli/run-command.js')).runCommand(rest);
     case '--version':

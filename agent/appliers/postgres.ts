@@ -159,7 +159,9 @@ export class PostgresApplier extends ApplierBase {
       await client.query('SELECT 1');
       return { outcome: 'ok' };
     } finally {
-      await client.end().catch(() => undefined);
+      // The proof is in; the goodbye (Terminate, then waiting for the server to close) is
+      // not awaited, so the result reaches the control plane ~2 ms sooner.
+      void client.end().catch(() => undefined);
     }
   }
 
