@@ -29,13 +29,46 @@ const UNNEST = 'unnest($1::bigint[], $2::timestamptz[], $3::uuid[], $4::text[], 
 /**
  * Writes audit records into the hash chain. One instance per control plane; services
  * call `append` inside the transaction whose effect the records describe.
+ *
+ * It remembers the head this process last wrote. An append first tries to link onto
+ * that head with one conditional statement ({@link appendIfHeadUnchanged}); only when
+ * the head has moved (another replica, a rolled-back transaction, a checkpoint due) does
+ * it lock and re-read the head (three statements). Inside a transaction the conditional
+ * UPDATE takes the head row's lock just as `FOR UPDATE` would, and under READ COMMITTED
+ * it re-checks its condition against the committed head after any wait, so the chain
+ * stays linear either way; a stale memory costs one extra statement, never a wrong link.
  */
 export class AuditChainWriter {
+  #head: ChainHead | null = null;
+
   constructor(private readonly signer: CheckpointSigner, readonly checkpointEvery: number = CHECKPOINT_INTERVAL) {}
 
-  /** See appendAuditRecords. */
-  append(client: PoolClient, drafts: AuditDraft[]): Promise<number[]> {
-    return appendAuditRecords(client, drafts, this.signer, this.checkpointEvery);
+  /** Appends `drafts` in the caller's open transaction; returns their sequence numbers in order. */
+  async append(client: PoolClient, drafts: AuditDraft[]): Promise<number[]> {
+    if (drafts.length === 0) return [];
+    const known = this.#head;
+    if (known !== null && !this.checkpointDue(known, drafts.length)) {
+      this.#head = null; // unknown until this append is done (a concurrent append re-reads)
+      const done = await appendIfHeadUnchanged(client, known, drafts);
+      if (done !== null) {
+        this.#head = done.head;
+        return done.seqs;
+      }
+    }
+    this.#head = null;
+    const locked = await appendAuditRecords(client, drafts, this.signer, this.checkpointEvery);
+    this.#head = locked.head;
+    return locked.seqs;
+  }
+
+  /** The head this process last wrote, if it still believes it current (for the group-commit path). */
+  knownHead(): ChainHead | null {
+    return this.#head;
+  }
+
+  /** Records the head after a write outside {@link append}, or forgets it (null). */
+  remember(head: ChainHead | null): void {
+    this.#head = head;
   }
 
   /** Whether appending `count` records after `head` makes a signed checkpoint due (and possible). */
@@ -84,8 +117,7 @@ export async function readChainHead(db: Queryable): Promise<ChainHead> {
  * sequence numbers in draft order. Adds a signed checkpoint when one is due and the
  * signing key is available (it is not while sealed).
  */
-export async function appendAuditRecords(client: PoolClient, drafts: AuditDraft[], signer: CheckpointSigner, checkpointEvery: number): Promise<number[]> {
-  if (drafts.length === 0) return [];
+export async function appendAuditRecords(client: PoolClient, drafts: AuditDraft[], signer: CheckpointSigner, checkpointEvery: number): Promise<{ seqs: number[]; head: ChainHead }> {
   const headRow = (await client.query<HeadRow>({ name: 'audit-head-lock', text: 'SELECT seq, record_hash, checkpoint_seq, checkpoint_hash FROM audit_chain_head WHERE singleton FOR UPDATE' })).rows[0];
   if (headRow === undefined) throw new Error('audit chain head row is missing');
   const head = toHead(headRow);
@@ -105,7 +137,7 @@ export async function appendAuditRecords(client: PoolClient, drafts: AuditDraft[
     checkpointHash = last.recordHash;
   }
   await client.query({ name: 'audit-head-update', text: 'UPDATE audit_chain_head SET seq = $1, record_hash = $2, checkpoint_seq = $3, checkpoint_hash = $4 WHERE singleton', values: [last.seq, last.recordHash, checkpointSeq, checkpointHash] });
-  return rows.map((r) => r.seq);
+  return { seqs: rows.map((r) => r.seq), head: { seq: last.seq, recordHash: last.recordHash, checkpointSeq, checkpointHash } };
 }
 
 /**

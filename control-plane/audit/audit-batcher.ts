@@ -27,8 +27,6 @@ export interface AuditBatcherOptions {
 export class AuditBatcher {
   private queue: Waiter[] = [];
   private draining = false;
-  /** The head as this process last wrote it; null when unknown (re-read before use). */
-  private head: ChainHead | null = null;
   private readonly maxBatch: number;
   private readonly maxQueue: number;
 
@@ -65,7 +63,7 @@ export class AuditBatcher {
         const seqs = await this.commit(batch.map((w) => w.draft));
         batch.forEach((w, i) => w.resolve(seqs[i] ?? 0));
       } catch (err) {
-        this.head = null;
+        this.chain.remember(null);
         this.logger.error({ err, records: batch.length }, 'audit batch failed; the requests it carried are refused');
         const failure = new SikkerError('ERR_AUDIT_WRITE_FAILED', 'the audit record could not be written; the request was refused', { cause: err, retryable: true });
         for (const w of batch) w.reject(failure);
@@ -82,16 +80,16 @@ export class AuditBatcher {
    */
   private async commit(drafts: AuditDraft[]): Promise<number[]> {
     for (let attempt = 0; attempt < 3; attempt += 1) {
-      const head = this.head ?? (await readChainHead(this.pool));
+      const head: ChainHead = this.chain.knownHead() ?? (await readChainHead(this.pool));
       if (this.chain.checkpointDue(head, drafts.length)) break;
+      this.chain.remember(null); // unknown until this statement is done
       const done = await appendIfHeadUnchanged(this.pool, head, drafts);
       if (done !== null) {
-        this.head = done.head;
+        this.chain.remember(done.head);
         return done.seqs;
       }
-      this.head = null;
     }
-    this.head = null;
+    this.chain.remember(null);
     return withTransaction(this.pool, this.logger, (client) => this.chain.append(client, drafts));
   }
 }
