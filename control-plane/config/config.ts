@@ -27,7 +27,7 @@ const EnvSchema = z.object({
   SIKKER_ROTATION_SWEEP_MS: z.coerce.number().int().min(50).max(60_000).default(500),
   SIKKER_ROTATION_COMMAND_SECONDS: z.coerce.number().int().min(5).max(3600).default(120),
   /** Tests only: kill this process (SIGKILL) at a named point of a rotation run. */
-  SIKKER_TEST_CRASH_AT: z.enum(['after-pending', 'before-commit']).optional(),
+  SIKKER_TEST_CRASH_AT: z.enum(['before-announce', 'before-commit']).optional(),
 });
 
 export interface ControlPlaneConfig {
@@ -56,7 +56,7 @@ export interface ControlPlaneConfig {
     sweepMs: number;
     /** How long an agent has to answer a rotation command before the run is reconciled. */
     commandTimeoutMs: number;
-    crashAt: 'after-pending' | 'before-commit' | null;
+    crashAt: 'before-announce' | 'before-commit' | null;
   };
 }
 

@@ -23,40 +23,29 @@ export interface CommandRow {
 
 /** Takes the agent's next generation number (row lock: generations are gap-free per agent). */
 export async function nextGeneration(client: PoolClient, agentId: string): Promise<{ generation: number; boxPublicKey: string } | null> {
-  const row = (await client.query<{ generation: string; box_public_key: string }>(
-    'UPDATE agents SET next_generation = next_generation + 1 WHERE agent_id = $1 RETURNING next_generation - 1 AS generation, box_public_key', [agentId],
-  )).rows[0];
+  const row = (await client.query<{ generation: string; box_public_key: string }>({ name: 'agent-next-generation', text: 'UPDATE agents SET next_generation = next_generation + 1 WHERE agent_id = $1 RETURNING next_generation - 1 AS generation, box_public_key', values: [agentId] })).rows[0];
   return row === undefined ? null : { generation: Number(row.generation), boxPublicKey: row.box_public_key };
 }
 
 export async function insertCommand(client: PoolClient, c: { commandId: string; agentId: string; generation: number; kind: string; payload: Record<string, unknown>; sealed: Buffer | null; issuedBy: string | null; expiresAt: Date }): Promise<void> {
-  await client.query(
-    `INSERT INTO agent_commands (command_id, agent_id, generation, kind, payload, sealed, state, issued_by, expires_at)
-     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)`,
-    [c.commandId, c.agentId, c.generation, c.kind, JSON.stringify(c.payload), c.sealed, c.issuedBy, c.expiresAt],
-  );
+  await client.query({ name: 'command-insert', text: `INSERT INTO agent_commands (command_id, agent_id, generation, kind, payload, sealed, state, issued_by, expires_at)
+     VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)`, values: [c.commandId, c.agentId, c.generation, c.kind, JSON.stringify(c.payload), c.sealed, c.issuedBy, c.expiresAt] });
 }
 
 /** Commands still to deliver or finish, oldest generation first, unexpired. */
 export async function openCommands(db: Queryable, agentId: string): Promise<CommandRow[]> {
-  return (await db.query<CommandRow>(
-    `SELECT * FROM agent_commands WHERE agent_id = $1 AND state = ANY($2::text[]) AND expires_at > now() ORDER BY generation`,
-    [agentId, OPEN_STATES],
-  )).rows;
+  return (await db.query<CommandRow>({ name: 'commands-open', text: `SELECT * FROM agent_commands WHERE agent_id = $1 AND state = ANY($2::text[]) AND expires_at > now() ORDER BY generation`, values: [agentId, OPEN_STATES] })).rows;
 }
 
 export async function markDelivered(db: Queryable, commandIds: string[]): Promise<void> {
   if (commandIds.length === 0) return;
-  await db.query(
-    `UPDATE agent_commands SET deliveries = deliveries + 1, delivered_at = now(),
+  await db.query({ name: 'commands-delivered', text: `UPDATE agent_commands SET deliveries = deliveries + 1, delivered_at = now(),
             state = CASE WHEN state = 'pending' THEN 'delivered' ELSE state END
-      WHERE command_id = ANY($1::uuid[])`,
-    [commandIds],
-  );
+      WHERE command_id = ANY($1::uuid[])`, values: [commandIds] });
 }
 
 export async function markAccepted(db: Queryable, agentId: string, commandId: string): Promise<void> {
-  await db.query(`UPDATE agent_commands SET state = 'accepted' WHERE command_id = $1 AND agent_id = $2 AND state IN ('pending', 'delivered')`, [commandId, agentId]);
+  await db.query({ name: 'command-accepted', text: `UPDATE agent_commands SET state = 'accepted' WHERE command_id = $1 AND agent_id = $2 AND state IN ('pending', 'delivered')`, values: [commandId, agentId] });
 }
 
 /**
@@ -75,7 +64,7 @@ export async function completeCommand(db: Queryable, agentId: string, commandId:
 }
 
 export async function findCommand(db: Queryable, commandId: string): Promise<CommandRow | null> {
-  return (await db.query<CommandRow>('SELECT * FROM agent_commands WHERE command_id = $1', [commandId])).rows[0] ?? null;
+  return (await db.query<CommandRow>({ name: 'command-by-id', text: 'SELECT * FROM agent_commands WHERE command_id = $1', values: [commandId] })).rows[0] ?? null;
 }
 
 export async function recentCommands(db: Queryable, agentId: string, limit: number): Promise<CommandRow[]> {

@@ -7,8 +7,8 @@ import { requireProjectAction } from '../auth/authorize.js';
 import { withTransaction } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import { findPolicy, insertRun, addStep, openRunOf, type TargetRow } from '../rotation/rotation-dal.js';
-import type { RotationEngine } from '../rotation/rotation-engine.js';
-import { userForNextRun } from '../rotation/rotation-scheduler.js';
+import type { RotationEngine, StepOutcome } from '../rotation/rotation-engine.js';
+import { userForNextRun } from '../rotation/policy-rules.js';
 import type { ProjectService } from '../vault/project-service.js';
 import type { FingerprintService } from './fingerprint-service.js';
 import { leakReport, type LeakReport } from './leak-report.js';
@@ -86,10 +86,11 @@ export class LeakService {
       }
     };
     await Promise.all(Array.from({ length: Math.min(PROJECT_LEAK_CONCURRENCY, rows.length) }, lane));
-    // Answer now (a project can have thousands of targets); dispatching goes on in the background,
-    // and the sweep picks up any run this process does not get to (their next action is due now).
-    const runIds = [...new Set(leaks.map((l) => l.runId).filter((id): id is string => id !== null))];
-    void this.advanceAll(runIds);
+    // New runs were dispatched as they started. Runs that were already in flight (hurried to
+    // grace 0) are advanced in the background, so the answer does not wait for them; the sweep
+    // picks up any this process does not get to.
+    const joined = [...new Set(leaks.filter((l) => l.joined).map((l) => l.runId).filter((id): id is string => id !== null))];
+    void this.advanceAll(joined);
     return { matched: rows.length > 0, leaks };
   }
 
@@ -120,7 +121,7 @@ export class LeakService {
       const target = (await client.query<TargetRow>(`SELECT t.*, v.version AS current_version, v.db_user AS current_user FROM targets t
         LEFT JOIN secret_versions v ON v.secret_id = t.secret_id AND v.label = 'current' WHERE t.secret_id = $1`, [secretId])).rows[0] ?? null;
       const state = (await client.query<{ state: string }>('UPDATE secret_versions SET leaked_at = COALESCE(leaked_at, now()) WHERE secret_id = $1 AND version = $2 RETURNING state', [secretId, version])).rows[0]?.state;
-      let run: { runId: string | null; joined: boolean; neutralised: boolean; reason: string | null } = { runId: null, joined: false, neutralised: false, reason: null };
+      let run: { runId: string | null; joined: boolean; neutralised: boolean; reason: string | null; outcome?: StepOutcome } = { runId: null, joined: false, neutralised: false, reason: null };
       if (state === 'revoked' && (target === null || target.current_version !== version)) run = { ...run, neutralised: true, reason: 'the version was already revoked' };
       else if (target === null) run = { ...run, reason: 'this secret is not rotated by SikkerKey (no target): change it by hand' };
       else run = { ...(await this.runFor(client, caller, target, version)), neutralised: false, reason: null };
@@ -133,7 +134,8 @@ export class LeakService {
       await this.chain.append(client, [{ identityId: caller.identityId, sourceIp, action: 'secret.leaked', projectId, secretId, secretVersion: version, outcome: 'success', detail: { leakId, foundBy, runId: run.runId, killSessions: options.killSessions } }]);
       return { ...run, target: target?.name ?? null };
     });
-    if (started.runId !== null && dispatchNow) await this.engine.advance(started.runId);
+    if (started.outcome !== undefined) this.engine.afterCommit(started.outcome); // a new run: tell its agent
+    else if (started.runId !== null && started.joined && dispatchNow) await this.engine.advance(started.runId);
     return { leakId, project, secret, version, target: started.target, runId: started.runId, joined: started.joined };
   }
 
@@ -142,7 +144,7 @@ export class LeakService {
    * holding the target, hurried (grace 0). A run whose pending version IS the leaked one
    * cannot answer it.
    */
-  private async runFor(client: PoolClient, caller: AuthIdentity, target: TargetRow, leaked: number): Promise<{ runId: string; joined: boolean }> {
+  private async runFor(client: PoolClient, caller: AuthIdentity, target: TargetRow, leaked: number): Promise<{ runId: string; joined: boolean; outcome?: StepOutcome }> {
     const open = await openRunOf(client, target.target_id);
     if (open !== null) {
       if (open.pending_version === leaked) throw new SikkerError('ERR_ROTATION_IN_FLIGHT', `the leaked version is the one run ${open.run_id} is putting in place; run the leak again when it ends`, { retryable: true });
@@ -153,14 +155,13 @@ export class LeakService {
     const policy = await findPolicy(client, target.target_id);
     const strategy = policy?.spec.strategy ?? 'replace';
     const runId = randomUUID();
-    const inserted = await insertRun(client, {
+    const run = await insertRun(client, {
       runId, targetId: target.target_id, projectId: target.project_id, trigger: 'leak', scheduledFor: null, strategy, graceSeconds: 0,
       dbUser: userForNextRun({ strategy, user: target.spec.user, alternate_user: target.alternate_user, current_user: target.current_user }),
       maxAttempts: policy?.spec.maxAttempts ?? 5, previousVersion: target.current_version, requestedBy: caller.identityId,
     });
-    if (!inserted) throw new SikkerError('ERR_ROTATION_IN_FLIGHT', 'a rotation of this target started at the same moment; run the leak again', { retryable: true });
-    await addStep(client, runId, 'created', { trigger: 'leak', leakedVersion: leaked });
-    await this.engine.storePendingWithin(client, runId);
-    return { runId, joined: false };
+    if (run === null) throw new SikkerError('ERR_ROTATION_IN_FLIGHT', 'a rotation of this target started at the same moment; run the leak again', { retryable: true });
+    const outcome = await this.engine.startWithin(client, run, { step: 'created', detail: { trigger: 'leak', leakedVersion: leaked }, audits: [] }, { policy });
+    return { runId, joined: false, outcome };
   }
 }

@@ -49,3 +49,9 @@ export function requirePreflight(target: TargetRow, strategy: PolicySpec['strate
     throw new SikkerError('ERR_PREFLIGHT_FAILED', `the last preflight of "${target.name}" checked strategy replace; run \`sikker target test --strategy dual\` first`);
   }
 }
+
+/** `alternate`: the user that is not current now; otherwise the target's user. */
+export function userForNextRun(t: { strategy: PolicySpec['strategy']; user: string; alternate_user: string | null; current_user: string | null }): string {
+  if (t.strategy !== 'alternate' || t.alternate_user === null) return t.user;
+  return (t.current_user ?? t.alternate_user) === t.user ? t.alternate_user : t.user;
+}

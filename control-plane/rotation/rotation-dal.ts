@@ -30,11 +30,11 @@ const TARGET_SELECT = `
     LEFT JOIN secret_versions v ON v.secret_id = t.secret_id AND v.label = 'current'`;
 
 export async function findTarget(db: Queryable, projectId: string, name: string): Promise<TargetRow | null> {
-  return (await db.query<TargetRow>(`${TARGET_SELECT} WHERE t.project_id = $1 AND t.name = $2`, [projectId, name])).rows[0] ?? null;
+  return (await db.query<TargetRow>({ name: 'target-by-name', text: `${TARGET_SELECT} WHERE t.project_id = $1 AND t.name = $2`, values: [projectId, name] })).rows[0] ?? null;
 }
 
 export async function findTargetById(db: Queryable, targetId: string): Promise<TargetRow | null> {
-  return (await db.query<TargetRow>(`${TARGET_SELECT} WHERE t.target_id = $1`, [targetId])).rows[0] ?? null;
+  return (await db.query<TargetRow>({ name: 'target-by-id', text: `${TARGET_SELECT} WHERE t.target_id = $1`, values: [targetId] })).rows[0] ?? null;
 }
 
 export async function listTargets(db: Queryable, projectId: string): Promise<TargetRow[]> {
@@ -51,7 +51,7 @@ export interface PolicyRow {
 }
 
 export async function findPolicy(db: Queryable, targetId: string): Promise<PolicyRow | null> {
-  return (await db.query<PolicyRow>('SELECT * FROM policies WHERE target_id = $1', [targetId])).rows[0] ?? null;
+  return (await db.query<PolicyRow>({ name: 'policy-by-target', text: 'SELECT * FROM policies WHERE target_id = $1', values: [targetId] })).rows[0] ?? null;
 }
 
 export async function upsertPolicy(db: Queryable, p: { targetId: string; spec: PolicySpec; state: 'active' | 'paused'; nextRunAt: Date | null; updatedBy: string }): Promise<void> {
@@ -107,14 +107,13 @@ export interface NewRun {
 }
 
 /** Inserts a run unless one already holds the target; returns false then (the one-run-per-target rule). */
-export async function insertRun(db: Queryable, r: NewRun): Promise<boolean> {
-  const inserted = await db.query(
-    `INSERT INTO rotation_runs (run_id, target_id, project_id, trigger, scheduled_for, state, strategy, grace_seconds, db_user, max_attempts, previous_version, requested_by, next_action_at)
+/** Inserts a new run (state `created`); null when the target already holds one. */
+export async function insertRun(db: Queryable, r: NewRun): Promise<RunRow | null> {
+  const inserted = await db.query<RunRow>({ name: 'run-insert', text: `INSERT INTO rotation_runs (run_id, target_id, project_id, trigger, scheduled_for, state, strategy, grace_seconds, db_user, max_attempts, previous_version, requested_by, next_action_at)
      VALUES ($1, $2, $3, $4, $5, 'created', $6, $7, $8, $9, $10, $11, now())
-     ON CONFLICT (target_id) WHERE holds_target DO NOTHING`,
-    [r.runId, r.targetId, r.projectId, r.trigger, r.scheduledFor, r.strategy, r.graceSeconds, r.dbUser, r.maxAttempts, r.previousVersion, r.requestedBy],
-  );
-  return inserted.rowCount === 1;
+     ON CONFLICT (target_id) WHERE holds_target DO NOTHING
+     RETURNING *`, values: [r.runId, r.targetId, r.projectId, r.trigger, r.scheduledFor, r.strategy, r.graceSeconds, r.dbUser, r.maxAttempts, r.previousVersion, r.requestedBy] });
+  return inserted.rows[0] ?? null;
 }
 
 /** Inserts many runs at once, skipping targets that already hold one; returns the ids inserted. */
@@ -148,23 +147,23 @@ export async function moveSchedules(db: Queryable, moves: Array<{ targetId: stri
 }
 
 export async function openRunOf(db: Queryable, targetId: string): Promise<RunRow | null> {
-  return (await db.query<RunRow>('SELECT * FROM rotation_runs WHERE target_id = $1 AND holds_target', [targetId])).rows[0] ?? null;
+  return (await db.query<RunRow>({ name: 'run-open-of-target', text: 'SELECT * FROM rotation_runs WHERE target_id = $1 AND holds_target', values: [targetId] })).rows[0] ?? null;
 }
 
 /** Locks the run for one step; null when another replica holds it (it will advance it) or it does not exist. */
 export async function lockRun(db: Queryable, runId: string): Promise<RunRow | null> {
-  return (await db.query<RunRow>('SELECT * FROM rotation_runs WHERE run_id = $1 FOR UPDATE SKIP LOCKED', [runId])).rows[0] ?? null;
+  return (await db.query<RunRow>({ name: 'run-lock', text: 'SELECT * FROM rotation_runs WHERE run_id = $1 FOR UPDATE SKIP LOCKED', values: [runId] })).rows[0] ?? null;
 }
 
 export async function findRun(db: Queryable, runId: string): Promise<RunRow | null> {
-  return (await db.query<RunRow>('SELECT * FROM rotation_runs WHERE run_id = $1', [runId])).rows[0] ?? null;
+  return (await db.query<RunRow>({ name: 'run-by-id', text: 'SELECT * FROM rotation_runs WHERE run_id = $1', values: [runId] })).rows[0] ?? null;
 }
 
 export async function runWaitingFor(db: Queryable, commandId: string): Promise<string | null> {
-  return (await db.query<{ run_id: string }>('SELECT run_id FROM rotation_runs WHERE command_id = $1 AND holds_target', [commandId])).rows[0]?.run_id ?? null;
+  return (await db.query<{ run_id: string }>({ name: 'run-waiting-for', text: 'SELECT run_id FROM rotation_runs WHERE command_id = $1 AND holds_target', values: [commandId] })).rows[0]?.run_id ?? null;
 }
 
-export type RunChange = Partial<Pick<RunRow, 'state' | 'holds_target' | 'attempt' | 'failures' | 'pending_version' | 'command_id' | 'next_action_at' | 'error_code' | 'error_message' | 'committed_at' | 'finished_at' | 'db_user'>>;
+export type RunChange = Partial<Pick<RunRow, 'state' | 'holds_target' | 'attempt' | 'failures' | 'pending_version' | 'previous_version' | 'command_id' | 'next_action_at' | 'error_code' | 'error_message' | 'committed_at' | 'finished_at' | 'db_user'>>;
 
 export async function updateRun(db: Queryable, runId: string, change: RunChange): Promise<void> {
   const keys = Object.keys(change) as Array<keyof RunChange>;
@@ -180,8 +179,24 @@ export async function addStep(db: Queryable, runId: string, step: string, detail
   );
 }
 
+export interface RunStep {
+  step: string;
+  detail: Record<string, unknown>;
+  /** When it happened (the engine writes a step's records at the end of its transaction). */
+  at: Date;
+}
+
+/** Appends steps to a run in one statement, numbered on from its last step in the order given. */
+export async function addSteps(db: Queryable, runId: string, steps: RunStep[]): Promise<void> {
+  if (steps.length === 0) return;
+  await db.query({ name: 'run-steps-add', text: `INSERT INTO rotation_steps (run_id, seq, step, detail, at)
+     SELECT $1, last.seq + u.n, u.step, u.detail, u.at
+       FROM unnest($2::text[], $3::jsonb[], $4::timestamptz[]) WITH ORDINALITY AS u(step, detail, at, n),
+            (SELECT COALESCE(max(seq), 0) AS seq FROM rotation_steps WHERE run_id = $1) AS last`, values: [runId, steps.map((s) => s.step), steps.map((s) => JSON.stringify(s.detail)), steps.map((s) => s.at)] });
+}
+
 export async function runSteps(db: Queryable, runId: string): Promise<Array<{ seq: number; step: string; at: Date; detail: Record<string, unknown> }>> {
-  return (await db.query('SELECT seq, step, at, detail FROM rotation_steps WHERE run_id = $1 ORDER BY seq', [runId])).rows;
+  return (await db.query({ name: 'run-steps', text: 'SELECT seq, step, at, detail FROM rotation_steps WHERE run_id = $1 ORDER BY seq', values: [runId] })).rows;
 }
 
 export async function listRuns(db: Queryable, projectId: string, targetId: string | null, limit: number): Promise<RunRow[]> {

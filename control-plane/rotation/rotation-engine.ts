@@ -12,7 +12,8 @@ import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import type { VersionStore } from '../vault/version-store.js';
 import type { Alert, Alerter } from './alerter.js';
 import { generatePassword } from './password-generator.js';
-import { addStep, findPolicy, findTargetById, lockRun, updateRun, type RunChange, type RunRow, type TargetRow } from './rotation-dal.js';
+import { addSteps, findPolicy, findTargetById, lockRun, updateRun, type PolicyRow, type RunChange, type RunRow, type RunStep, type TargetRow } from './rotation-dal.js';
+import { userForNextRun } from './policy-rules.js';
 import { RunCommands } from './run-commands.js';
 
 /** Apply failures that certainly changed nothing and will not change by retrying: park at once. */
@@ -29,10 +30,17 @@ const COMMAND_MARGIN_MS = 2000;
 export interface RotationEngineOptions {
   commandTimeoutMs: number;
   /** Tests only: SIGKILL this process at a named point. */
-  crashAt: 'after-pending' | 'before-commit' | null;
+  crashAt: 'before-announce' | 'before-commit' | null;
 }
 
-interface StepOutcome {
+/** What the creator of a run records with its first step (its `created` step and audit records). */
+export interface FirstRecords {
+  step: string;
+  detail: Record<string, unknown>;
+  audits: AuditDraft[];
+}
+
+export interface StepOutcome {
   /** Advance again at once (the next step needs no waiting). */
   again: boolean;
   /** Agents to tell about a new command, after the commit. */
@@ -100,29 +108,51 @@ export class RotationEngine {
         return;
       }
       if (outcome === null) return;
-      for (const agentId of outcome.announce) this.announce(agentId);
+      this.afterCommit(outcome);
       if (outcome.alert !== null) await this.alerter.send(outcome.alert);
       if (!outcome.again) return;
     }
   }
 
   /**
-   * Runs the first step (store the pending version) inside the caller's transaction, so
-   * a manual trigger creates the run and its pending version in one commit. Call
-   * {@link advance} after the commit for the rest.
+   * Starts a run created in the caller's open transaction: its pending version and its
+   * apply command are stored there too, with `first` (the caller's `created` step and
+   * audit records) written alongside. One commit makes the run, the pending version and
+   * the command durable together, so the pending version is on record before anything
+   * can reach the agent. After the commit, call {@link afterCommit} with the result to
+   * tell the agent.
    */
-  async storePendingWithin(client: PoolClient, runId: string): Promise<void> {
-    await this.step(client, runId);
+  async startWithin(client: PoolClient, inserted: RunRow, first: FirstRecords, known: { policy?: PolicyRow | null } = {}): Promise<StepOutcome> {
+    // The run was inserted in this transaction, so no one else can see it, let alone lock it.
+    const target = await findTargetById(client, inserted.target_id);
+    if (target === null) throw new SikkerError('ERR_INTERNAL', 'a run refers to a missing target');
+    const ctx = new StepContext(client, inserted, target, this.chain, known.policy);
+    ctx.begin(first.step, first.detail, first.audits);
+    const outcome = await this.stepOn(ctx);
+    await ctx.flush();
+    return outcome ?? { again: false, announce: [], alert: null };
   }
 
-  /** One step on the locked run; null when there is nothing to do now. */
+  /** What follows a step's commit: the agents with a new command are told (the hub sends it). */
+  afterCommit(outcome: StepOutcome): void {
+    if (outcome.announce.length > 0) this.crashHere('before-announce'); // committed; no agent told yet
+    for (const agentId of outcome.announce) this.announce(agentId);
+  }
+
+  /** One step on the locked run, its steps and audit records written at the end; null when there is nothing to do now. */
   private async step(client: PoolClient, runId: string): Promise<StepOutcome | null> {
     const run = await lockRun(client, runId);
     if (run === null || !run.holds_target) return null;
     const target = await findTargetById(client, run.target_id);
     if (target === null) throw new SikkerError('ERR_INTERNAL', 'a run refers to a missing target');
     const ctx = new StepContext(client, run, target, this.chain);
-    switch (run.state) {
+    const outcome = await this.stepOn(ctx);
+    await ctx.flush();
+    return outcome;
+  }
+
+  private async stepOn(ctx: StepContext): Promise<StepOutcome | null> {
+    switch (ctx.run.state) {
       case 'created':
         return this.storePending(ctx);
       case 'pending':
@@ -142,26 +172,39 @@ export class RotationEngine {
   }
 
   private async storePending(ctx: StepContext): Promise<StepOutcome> {
-    const { client, run, target } = ctx;
-    const policy = await findPolicy(client, target.target_id);
+    const { target } = ctx;
+    if (ctx.run.previous_version !== target.current_version) {
+      // Whoever created the run read the target just before another run committed (the
+      // insert waited for that run to release the target): start from what is current now,
+      // or the restore password and the later revoke would name the wrong version.
+      await ctx.change({ previous_version: target.current_version, db_user: userForNextRun({ strategy: ctx.run.strategy, user: target.spec.user, alternate_user: target.alternate_user, current_user: target.current_user }) },
+        'previous version re-read', { previous: target.current_version });
+    }
+    const { client, run } = ctx;
+    const policy = await ctx.policy();
     const rules = (policy?.spec ?? PolicySpec.parse({ schedule: { kind: 'every', seconds: 86_400 } })).passwordRules;
     const password = Buffer.from(generatePassword(rules, target.spec.engine), 'utf8');
-    const dataKey = await this.versions.lockSecret(client, target.project_id, target.secret_id);
-    let version: number;
     try {
-      version = await this.versions.addVersion(client, { projectId: target.project_id, secretId: target.secret_id, dataKey, plaintext: password, label: 'pending', dbUser: run.db_user, createdBy: null });
+      const dataKey = await this.versions.lockSecret(client, target.project_id, target.secret_id);
+      let version: number;
+      try {
+        version = await this.versions.addVersion(client, { projectId: target.project_id, secretId: target.secret_id, dataKey, plaintext: password, label: 'pending', dbUser: run.db_user, createdBy: null });
+      } finally {
+        zero(dataKey);
+      }
+      await ctx.change({ state: 'pending', pending_version: version, next_action_at: new Date() }, 'pending stored', { version, user: run.db_user, attempt: run.attempt });
+      await ctx.audit('rotation.pending', 'success', version, { attempt: run.attempt });
+      // Dispatch in the same transaction: the command becomes visible (and can be sent) only
+      // when this commits, and the pending version commits with it.
+      return await this.dispatch(ctx, password);
     } finally {
-      zero(dataKey);
       zero(password);
     }
-    await ctx.change({ state: 'pending', pending_version: version, next_action_at: new Date() }, 'pending stored', { version, user: run.db_user, attempt: run.attempt });
-    await ctx.audit('rotation.pending', 'success', version, { attempt: run.attempt });
-    return { again: true, announce: [], alert: null };
   }
 
-  private async dispatch(ctx: StepContext): Promise<StepOutcome> {
-    this.crashHere('after-pending'); // the pending version committed in an earlier transaction; nothing is dispatched yet
-    const issued = await this.runCommands.apply(ctx.client, ctx.run, ctx.target);
+  /** `pendingPassword`: the pending version's value when the caller has it in hand (else it is decrypted). */
+  private async dispatch(ctx: StepContext, pendingPassword?: Buffer): Promise<StepOutcome> {
+    const issued = await this.runCommands.apply(ctx.client, ctx.run, ctx.target, pendingPassword);
     await ctx.change({ state: 'dispatched', command_id: issued.commandId, failures: 0, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) },
       'dispatched to agent', { commandId: issued.commandId, agentId: ctx.target.agent_id, user: ctx.run.db_user, strategy: ctx.run.strategy });
     await ctx.audit('rotation.dispatch', 'issued', ctx.run.pending_version, { commandId: issued.commandId });
@@ -356,7 +399,7 @@ export class RotationEngine {
   }
 
   private async retryBase(ctx: StepContext): Promise<number> {
-    return (await findPolicy(ctx.client, ctx.target.target_id))?.spec.retryBaseSeconds ?? 30;
+    return (await ctx.policy())?.spec.retryBaseSeconds ?? 30;
   }
 
   /** The command the run waits for: finished, still open ('wait'), or open past its deadline ('timeout'). */
@@ -368,7 +411,7 @@ export class RotationEngine {
     return run.next_action_at !== null && run.next_action_at.getTime() <= Date.now() ? 'timeout' : 'wait';
   }
 
-  private crashHere(point: 'after-pending' | 'before-commit'): void {
+  private crashHere(point: 'before-announce' | 'before-commit'): void {
     if (this.options.crashAt !== point) return;
     this.logger.fatal({ point }, 'SIKKER_TEST_CRASH_AT: killing this process');
     process.kill(process.pid, 'SIGKILL');
@@ -382,25 +425,55 @@ function backoff(baseSeconds: number, n: number): Date {
   return new Date(Date.now() + seconds * 1000);
 }
 
-/** The locked run, its target and helpers that write its steps and audit records in the step's transaction. */
+/**
+ * The locked run, its target and helpers for one step's transaction. The run row's
+ * changes, the step records and the audit records are collected and written by
+ * {@link flush} just before the commit, in one statement each (the audit chain's head
+ * is then locked only for the end of the transaction). The run as changed so far is
+ * `run`, in memory; no statement of a step reads the row back.
+ */
 class StepContext {
-  constructor(readonly client: PoolClient, public run: RunRow, readonly target: TargetRow, private readonly chain: AuditChainWriter) {}
+  private readonly steps: RunStep[] = [];
+  private readonly audits: AuditDraft[] = [];
+  /** Changes to the run row, written once by flush (nothing in a step reads the row back). */
+  private runChanges: RunChange = {};
+
+  /** `policy`: the target's policy when the caller already read it in this transaction (null: it has none). */
+  constructor(readonly client: PoolClient, public run: RunRow, readonly target: TargetRow, private readonly chain: AuditChainWriter, private policyRow?: PolicyRow | null) {}
+
+  async policy(): Promise<PolicyRow | null> {
+    if (this.policyRow === undefined) this.policyRow = await findPolicy(this.client, this.target.target_id);
+    return this.policyRow;
+  }
+
+  /** Records written ahead of this step by whoever created the run in this transaction. */
+  begin(step: string, detail: Record<string, unknown>, audits: AuditDraft[]): void {
+    this.steps.push({ step, detail, at: new Date() });
+    this.audits.push(...audits);
+  }
 
   async change(change: RunChange, step: string, detail: Record<string, unknown>): Promise<void> {
-    await updateRun(this.client, this.run.run_id, change);
-    await addStep(this.client, this.run.run_id, step, detail);
+    Object.assign(this.runChanges, change);
+    this.steps.push({ step, detail, at: new Date() });
     this.run = { ...this.run, ...change };
   }
 
   async step(step: string, detail: Record<string, unknown>): Promise<void> {
-    await addStep(this.client, this.run.run_id, step, detail);
+    this.steps.push({ step, detail, at: new Date() });
   }
 
   async audit(action: string, outcome: string, version: number | null, detail: AuditDraft['detail']): Promise<void> {
-    await this.chain.append(this.client, [{
+    this.audits.push({
       identityId: this.run.requested_by, sourceIp: null, action, projectId: this.target.project_id, secretId: this.target.secret_id, secretVersion: version,
       outcome, detail: { runId: this.run.run_id, target: this.target.name, ...detail },
-    }]);
+    });
+  }
+
+  async flush(): Promise<void> {
+    if (Object.keys(this.runChanges).length > 0) await updateRun(this.client, this.run.run_id, this.runChanges);
+    this.runChanges = {};
+    await addSteps(this.client, this.run.run_id, this.steps.splice(0));
+    await this.chain.append(this.client, this.audits.splice(0));
   }
 
   alert(event: Alert['event'], code: string, reason: string): Alert {

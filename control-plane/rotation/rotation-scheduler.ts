@@ -10,7 +10,7 @@ import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import { addFirstSteps, dueRuns, insertRuns, moveSchedules } from './rotation-dal.js';
 import type { RotationEngine } from './rotation-engine.js';
 import { nextRunAt } from './schedule.js';
-import { schedulePolicyOf } from './policy-rules.js';
+import { schedulePolicyOf, userForNextRun } from './policy-rules.js';
 
 /** Due policies claimed per transaction, and runs advanced per sweep. */
 const CLAIM_BATCH = 500;
@@ -154,12 +154,6 @@ export class RotationScheduler {
       return { claimed: due.length, runs };
     });
   }
-}
-
-/** `alternate`: the user that is not current now; otherwise the target's user. */
-export function userForNextRun(t: { strategy: PolicySpec['strategy']; user: string; alternate_user: string | null; current_user: string | null }): string {
-  if (t.strategy !== 'alternate' || t.alternate_user === null) return t.user;
-  return (t.current_user ?? t.alternate_user) === t.user ? t.alternate_user : t.user;
 }
 
 async function bounded(work: Promise<unknown> | undefined, ms: number): Promise<void> {

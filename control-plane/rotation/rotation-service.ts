@@ -8,9 +8,9 @@ import { withTransaction } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import type { ProjectService } from '../vault/project-service.js';
 import { requirePreflight } from './policy-rules.js';
-import { addStep, findPolicy, findRun, insertRun, listRuns, openRunOf, runSteps, findTargetById, type RunRow, type TargetRow } from './rotation-dal.js';
+import { findPolicy, findRun, insertRun, listRuns, openRunOf, runSteps, findTargetById, type RunRow, type TargetRow } from './rotation-dal.js';
 import type { RotationEngine } from './rotation-engine.js';
-import { userForNextRun } from './rotation-scheduler.js';
+import { userForNextRun } from './policy-rules.js';
 import type { TargetService } from './target-service.js';
 
 export interface RunWithTarget {
@@ -40,26 +40,25 @@ export class RotationService {
     const strategy = policy?.spec.strategy ?? 'replace';
     requirePreflight(target, strategy);
     const runId = randomUUID();
-    const inserted = await withTransaction(this.pool, this.logger, async (client) => {
-      const ok = await insertRun(client, {
+    const started = await withTransaction(this.pool, this.logger, async (client) => {
+      const run = await insertRun(client, {
         runId, targetId: target.target_id, projectId: target.project_id, trigger: 'manual', scheduledFor: null, strategy,
         graceSeconds: policy?.spec.graceSeconds ?? 0, dbUser: userForNextRun({ strategy, user: target.spec.user, alternate_user: target.alternate_user, current_user: target.current_user }),
         maxAttempts: policy?.spec.maxAttempts ?? 5, previousVersion: target.current_version, requestedBy: caller.identityId,
       });
-      if (ok) {
-        await addStep(client, runId, 'created', { trigger: 'manual' });
-        await this.chain.append(client, [{ identityId: caller.identityId, sourceIp, action: 'rotation.start', projectId: target.project_id, secretId: target.secret_id, outcome: 'success', detail: { runId, target: targetName, trigger: 'manual' } }]);
-        // The pending version commits with the run (one transaction); dispatch follows in the next.
-        await this.engine.storePendingWithin(client, runId);
-      }
-      return ok;
+      if (run === null) return null;
+      // The run, its pending version and the apply command commit together; the agent is told after.
+      return this.engine.startWithin(client, run, {
+        step: 'created', detail: { trigger: 'manual' },
+        audits: [{ identityId: caller.identityId, sourceIp, action: 'rotation.start', projectId: target.project_id, secretId: target.secret_id, outcome: 'success', detail: { runId, target: targetName, trigger: 'manual' } }],
+      }, { policy });
     });
-    if (!inserted) {
+    if (started === null) {
       const open = await openRunOf(this.pool, target.target_id);
       if (open === null) throw new SikkerError('ERR_ROTATION_IN_FLIGHT', 'a run just finished for this target; try again', { retryable: true });
       return { run: { run: open, target }, joined: true };
     }
-    await this.engine.advance(runId);
+    this.engine.afterCommit(started);
     return { run: await this.show(caller, project, runId), joined: false };
   }
 

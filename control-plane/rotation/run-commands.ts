@@ -20,8 +20,9 @@ export class RunCommands {
     return { ...target.spec, user };
   }
 
-  async apply(client: PoolClient, run: RunRow, target: TargetRow): Promise<IssuedCommand> {
-    const newPassword = await this.password(client, target, run.pending_version);
+  /** `pendingPassword`: the pending value when the caller holds it (it stays the caller's to zero); else it is decrypted. */
+  async apply(client: PoolClient, run: RunRow, target: TargetRow, pendingPassword?: Buffer): Promise<IssuedCommand> {
+    const newPassword = pendingPassword === undefined ? await this.password(client, target, run.pending_version) : Buffer.from(pendingPassword);
     const previous = run.previous_version === null ? null : await this.versions.decrypt(client, target.project_id, target.secret_id, run.previous_version);
     try {
       const sameUser = previous !== null && (previous.dbUser ?? target.spec.user) === run.db_user;

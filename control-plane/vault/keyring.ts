@@ -41,9 +41,7 @@ export class Keyring {
     const cacheKey = `${projectId}:${version}`;
     const cached = this.projectKeys.get(cacheKey);
     if (cached !== undefined) return cached;
-    const row = (await db.query<{ wrapped_key: Buffer }>(
-      'SELECT wrapped_key FROM project_keys WHERE project_id = $1 AND key_version = $2', [projectId, version],
-    )).rows[0];
+    const row = (await db.query<{ wrapped_key: Buffer }>({ name: 'project-key', text: 'SELECT wrapped_key FROM project_keys WHERE project_id = $1 AND key_version = $2', values: [projectId, version] })).rows[0];
     if (row === undefined) throw new SikkerError('ERR_INTERNAL', `project key version ${version} is missing`);
     const raced = this.projectKeys.get(cacheKey);
     if (raced !== undefined) return raced; // a concurrent miss filled it while we waited
@@ -85,7 +83,7 @@ export class Keyring {
   async fingerprintKey(db: Queryable, projectId: string): Promise<Buffer> {
     const cached = this.fingerprintKeys.get(projectId);
     if (cached !== undefined) return cached;
-    const read = async (): Promise<Buffer | null> => (await db.query<{ wrapped_key: Buffer }>('SELECT wrapped_key FROM project_fingerprint_keys WHERE project_id = $1', [projectId])).rows[0]?.wrapped_key ?? null;
+    const read = async (): Promise<Buffer | null> => (await db.query<{ wrapped_key: Buffer }>({ name: 'fingerprint-key', text: 'SELECT wrapped_key FROM project_fingerprint_keys WHERE project_id = $1', values: [projectId] })).rows[0]?.wrapped_key ?? null;
     let wrapped = await read();
     if (wrapped === null) {
       const key = newKey();

@@ -19,7 +19,7 @@ export interface SecretVersionRow {
 }
 
 export async function findProjectByName(db: Queryable, name: string): Promise<ProjectRow | null> {
-  return (await db.query<ProjectRow>('SELECT * FROM projects WHERE name = $1', [name])).rows[0] ?? null;
+  return (await db.query<ProjectRow>({ name: 'project-by-name', text: 'SELECT * FROM projects WHERE name = $1', values: [name] })).rows[0] ?? null;
 }
 
 export async function listProjects(db: Queryable): Promise<ProjectRow[]> {

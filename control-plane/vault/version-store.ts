@@ -45,7 +45,7 @@ export class VersionStore {
 
   /** Locks an existing secret by id and returns its data key (caller zeroes it). */
   async lockSecret(client: PoolClient, projectId: string, secretId: string): Promise<Buffer> {
-    const row = (await client.query<{ wrapped_data_key: Buffer }>('SELECT wrapped_data_key FROM secrets WHERE secret_id = $1 AND project_id = $2 FOR UPDATE', [secretId, projectId])).rows[0];
+    const row = (await client.query<{ wrapped_data_key: Buffer }>({ name: 'secret-lock', text: 'SELECT wrapped_data_key FROM secrets WHERE secret_id = $1 AND project_id = $2 FOR UPDATE', values: [secretId, projectId] })).rows[0];
     if (row === undefined) throw new SikkerError('ERR_NOT_FOUND', 'no such secret');
     return this.keyring.dataKey(client, projectId, secretId, row.wrapped_data_key);
   }
@@ -55,28 +55,27 @@ export class VersionStore {
    * `previous` (the old previous loses its label). `pending`: replaces any pending label.
    */
   async addVersion(client: PoolClient, v: { projectId: string; secretId: string; dataKey: Buffer; plaintext: Buffer; label: StoredLabel; dbUser: string | null; createdBy: string | null }): Promise<number> {
-    const version = ((await client.query<{ max: number | null }>('SELECT max(version) AS max FROM secret_versions WHERE secret_id = $1', [v.secretId])).rows[0]?.max ?? 0) + 1;
+    const version = ((await client.query<{ max: number | null }>({ name: 'version-max', text: 'SELECT max(version) AS max FROM secret_versions WHERE secret_id = $1', values: [v.secretId] })).rows[0]?.max ?? 0) + 1;
     const ciphertext = seal(v.dataKey, 1, v.plaintext, { purpose: 'secret-value', projectId: v.projectId, secretId: v.secretId, secretVersion: version });
     if (v.label === 'current') {
       await client.query("UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'previous'", [v.secretId]);
       await client.query("UPDATE secret_versions SET label = 'previous' WHERE secret_id = $1 AND label = 'current'", [v.secretId]);
     } else {
-      await client.query("UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'pending'", [v.secretId]);
+      await client.query({ name: 'version-unlabel-pending', text: "UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'pending'", values: [v.secretId] });
     }
     const fingerprint = await this.fingerprint(client, v.projectId, v.plaintext);
-    await client.query('INSERT INTO secret_versions (secret_id, version, ciphertext, label, created_by, db_user, fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7)',
-      [v.secretId, version, ciphertext, v.label, v.createdBy, v.dbUser, fingerprint]);
+    await client.query({ name: 'version-insert', text: 'INSERT INTO secret_versions (secret_id, version, ciphertext, label, created_by, db_user, fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7)', values: [v.secretId, version, ciphertext, v.label, v.createdBy, v.dbUser, fingerprint] });
     return version;
   }
 
   /** Pending becomes current, current becomes previous; with `revokePrevious` the old current is marked revoked (replace: it no longer logs in). */
   async promotePending(client: PoolClient, secretId: string, pendingVersion: number, revokePrevious: boolean): Promise<number | null> {
-    const current = (await client.query<{ version: number }>("SELECT version FROM secret_versions WHERE secret_id = $1 AND label = 'current'", [secretId])).rows[0]?.version ?? null;
+    const current = (await client.query<{ version: number }>({ name: 'version-current', text: "SELECT version FROM secret_versions WHERE secret_id = $1 AND label = 'current'", values: [secretId] })).rows[0]?.version ?? null;
     await client.query("UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'previous'", [secretId]);
     if (current !== null) {
       await client.query(`UPDATE secret_versions SET label = 'previous'${revokePrevious ? ", state = 'revoked'" : ''} WHERE secret_id = $1 AND version = $2`, [secretId, current]);
     }
-    const promoted = await client.query("UPDATE secret_versions SET label = 'current' WHERE secret_id = $1 AND version = $2 AND label = 'pending'", [secretId, pendingVersion]);
+    const promoted = await client.query({ name: 'version-promote', text: "UPDATE secret_versions SET label = 'current' WHERE secret_id = $1 AND version = $2 AND label = 'pending'", values: [secretId, pendingVersion] });
     if (promoted.rowCount !== 1) throw new SikkerError('ERR_CONFLICT', `version ${pendingVersion} is not pending`);
     return current;
   }
@@ -114,10 +113,8 @@ export class VersionStore {
 
   /** Decrypts one version without auditing (callers audit what they do with it). Caller zeroes the result. */
   async decrypt(db: Queryable, projectId: string, secretId: string, version: number): Promise<{ plaintext: Buffer; dbUser: string | null; state: string }> {
-    const row = (await db.query<{ wrapped_data_key: Buffer; ciphertext: Buffer; db_user: string | null; state: string }>(
-      `SELECT s.wrapped_data_key, v.ciphertext, v.db_user, v.state FROM secrets s JOIN secret_versions v ON v.secret_id = s.secret_id
-        WHERE s.secret_id = $1 AND s.project_id = $2 AND v.version = $3`, [secretId, projectId, version],
-    )).rows[0];
+    const row = (await db.query<{ wrapped_data_key: Buffer; ciphertext: Buffer; db_user: string | null; state: string }>({ name: 'version-decrypt', text: `SELECT s.wrapped_data_key, v.ciphertext, v.db_user, v.state FROM secrets s JOIN secret_versions v ON v.secret_id = s.secret_id
+        WHERE s.secret_id = $1 AND s.project_id = $2 AND v.version = $3`, values: [secretId, projectId, version] })).rows[0];
     if (row === undefined) throw new SikkerError('ERR_NOT_FOUND', `no version ${version} of this secret`);
     const dataKey = await this.keyring.dataKey(db, projectId, secretId, row.wrapped_data_key);
     try {

@@ -3,8 +3,9 @@
  * after restarting them, the vault and the database agree — and that DESIGN.md's
  * invariant held throughout (some non-revoked version logged in at every sample).
  * Fault points: SIKKER_AGENT_TEST_CRASH_AT=after-apply (agent dies after the database
- * changed, before it verified or reported), SIKKER_TEST_CRASH_AT=after-pending (control
- * plane dies after storing the pending version, before dispatching) and before-commit
+ * changed, before it verified or reported), SIKKER_TEST_CRASH_AT=before-announce (control
+ * plane dies after committing the pending version and the apply command, before telling the
+ * agent) and before-commit
  * (control plane dies after the agent's verified report, before the commit).
  */
 import t, { type Test } from 'tap';
@@ -46,13 +47,15 @@ t.test('kill -9 the agent after the database changed, before it reported: on res
   await agreeAfterwards(t, stack, started.runId, checker);
 });
 
-t.test('kill the control plane between storing pending and dispatching: after restart the run goes on', async (t) => {
-  const stack = await startRotationStack(t, cluster, { controlPlaneEnv: { SIKKER_TEST_CRASH_AT: 'after-pending' } });
+t.test('kill the control plane after storing pending and the command, before the agent hears of it: after restart the run goes on', async (t) => {
+  const stack = await startRotationStack(t, cluster, { controlPlaneEnv: { SIKKER_TEST_CRASH_AT: 'before-announce' } });
   const checker = checkInvariant(stack);
   await stack.sikker(['rotate', 'shop/orders']).catch(() => undefined); // the control plane dies answering
   t.equal(await exited(stack.controlPlane), 'SIGKILL', 'the control plane died after storing pending');
-  const stalled = (await stack.dbPool.query('SELECT run_id, state, command_id FROM rotation_runs')).rows;
-  t.match(stalled, [{ state: 'pending', command_id: null }], 'pending stored, nothing dispatched');
+  const stalled = (await stack.dbPool.query(`SELECT r.run_id, r.state, c.state AS command_state, c.deliveries, v.label AS pending_label
+    FROM rotation_runs r JOIN agent_commands c ON c.command_id = r.command_id
+    JOIN targets tg ON tg.target_id = r.target_id JOIN secret_versions v ON v.secret_id = tg.secret_id AND v.version = r.pending_version`)).rows;
+  t.match(stalled, [{ state: 'dispatched', command_state: 'pending', deliveries: 0, pending_label: 'pending' }], 'pending version and command stored together, nothing sent');
   await stack.restartControlPlane();
   await stack.waitRun(stalled[0].run_id, ['done', 'failed', 'parked']);
   await agreeAfterwards(t, stack, stalled[0].run_id, checker);

@@ -3,10 +3,12 @@
  * private PostgreSQL cluster that checks SCRAM passwords. Every "accepted" or
  * "refused" below is a fresh login on that cluster.
  */
+import { randomUUID } from 'node:crypto';
 import t from 'tap';
 import { createApplier } from '../../agent/appliers/index.js';
 import { applierError } from '../../agent/appliers/applier-errors.js';
 import type { ApplierFactory } from '../../agent/commands/rotation-context.js';
+import { insertRun } from '../../control-plane/rotation/rotation-dal.js';
 import { eventually } from '../support/agents.js';
 import { dumpRedisPrefix, SHARED_REDIS_URL } from '../support/databases.js';
 import { rotationFixture, startScramCluster } from '../support/rotation-fixture.js';
@@ -204,4 +206,27 @@ t.test('self-rotation: the user changes its own password with the current one', 
   t.equal(run.state, 'done');
   t.equal(await fx.logsIn(role, await fx.secretValue('self-password')), true);
   t.equal(await fx.logsIn(role, 'Self-old-1'), false);
+});
+
+t.test('a run created from a stale read of the target (another run committed meanwhile) starts from the version current now', async (t) => {
+  const fx = await rotationFixture(t, server);
+  const role = await fx.createRole('stale-start-1');
+  await fx.addTarget('orders', role, { adoptPassword: 'stale-start-1' });
+  await fx.h.admin.ok('POST', '/v1/projects/p/targets/orders/test', {});
+  const first = await fx.h.admin.ok('POST', '/v1/projects/p/targets/orders/rotate', {});
+  t.equal((await fx.waitRun(first.run.runId, ['done', 'failed', 'parked'])).state, 'done');
+  // What a trigger that read the target before that commit inserts: previous version 1, not 2.
+  const { rows: [target] } = await fx.h.plane.pool.query('SELECT target_id, project_id FROM targets WHERE name = $1', ['orders']);
+  const runId = randomUUID();
+  await insertRun(fx.h.plane.pool, {
+    runId, targetId: target.target_id, projectId: target.project_id, trigger: 'manual', scheduledFor: null, strategy: 'replace', graceSeconds: 0,
+    dbUser: role, maxAttempts: 3, previousVersion: 1, requestedBy: null,
+  });
+  const run = await fx.waitRun(runId, ['done', 'failed', 'parked']);
+  t.equal(run.state, 'done', `the sweep ran it: ${run.state} ${run.errorCode ?? ''}`);
+  t.equal(run.previousVersion, 2, 'the run names the version that was current when it started');
+  t.ok(stepNames(run).includes('previous version re-read'), 'and says so in its steps');
+  const versions = await fx.h.admin.ok('GET', '/v1/projects/p/secrets/orders-password/versions');
+  t.match(versions.versions, [{ version: 1, state: 'revoked' }, { version: 2, label: 'previous', state: 'revoked' }, { version: 3, label: 'current', state: 'active' }]);
+  t.equal(await fx.logsIn(role, await fx.secretValue('orders-password')), true, 'the new password logs in');
 });
