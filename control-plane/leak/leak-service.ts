@@ -6,8 +6,8 @@ import type { AuditChainWriter } from '../audit/audit-appender.js';
 import { requireProjectAction } from '../auth/authorize.js';
 import { withTransaction } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
-import { findPolicy, insertRun, addStep, openRunOf, type TargetRow } from '../rotation/rotation-dal.js';
-import type { RotationEngine, StepOutcome } from '../rotation/rotation-engine.js';
+import { findPolicy, insertRun, addStep, openRunOf, type PolicyRow, type RunRow, type TargetRow } from '../rotation/rotation-dal.js';
+import type { RotationEngine } from '../rotation/rotation-engine.js';
 import { userForNextRun } from '../rotation/policy-rules.js';
 import type { ProjectService } from '../vault/project-service.js';
 import type { FingerprintService } from './fingerprint-service.js';
@@ -121,7 +121,7 @@ export class LeakService {
       const target = (await client.query<TargetRow>(`SELECT t.*, v.version AS current_version, v.db_user AS current_user FROM targets t
         LEFT JOIN secret_versions v ON v.secret_id = t.secret_id AND v.label = 'current' WHERE t.secret_id = $1`, [secretId])).rows[0] ?? null;
       const state = (await client.query<{ state: string }>('UPDATE secret_versions SET leaked_at = COALESCE(leaked_at, now()) WHERE secret_id = $1 AND version = $2 RETURNING state', [secretId, version])).rows[0]?.state;
-      let run: { runId: string | null; joined: boolean; neutralised: boolean; reason: string | null; outcome?: StepOutcome } = { runId: null, joined: false, neutralised: false, reason: null };
+      let run: { runId: string | null; joined: boolean; neutralised: boolean; reason: string | null; created?: { run: RunRow; policy: PolicyRow | null } } = { runId: null, joined: false, neutralised: false, reason: null };
       if (state === 'revoked' && (target === null || target.current_version !== version)) run = { ...run, neutralised: true, reason: 'the version was already revoked' };
       else if (target === null) run = { ...run, reason: 'this secret is not rotated by SikkerKey (no target): change it by hand' };
       else run = { ...(await this.runFor(client, caller, target, version)), neutralised: false, reason: null };
@@ -131,10 +131,18 @@ export class LeakService {
         [leakId, projectId, secretId, target?.target_id ?? null, version, foundBy, options.killSessions, run.runId,
           run.neutralised ? 'neutralised' : run.runId === null ? 'exposed' : 'open', run.reason, caller.identityId],
       );
-      await this.chain.append(client, [{ identityId: caller.identityId, sourceIp, action: 'secret.leaked', projectId, secretId, secretVersion: version, outcome: 'success', detail: { leakId, foundBy, runId: run.runId, killSessions: options.killSessions } }]);
-      return { ...run, target: target?.name ?? null };
+      // A new run is started last: its apply command takes the agent's row lock (generation
+      // order), held until the commit, so as little as possible comes after it.
+      const started = run.created === undefined ? undefined
+        : await this.engine.startWithin(client, run.created.run, { step: 'created', detail: { trigger: 'leak', leakedVersion: version } }, { policy: run.created.policy });
+      // One append, the last statement: the chain's head is locked from here to the commit.
+      await this.chain.append(client, [
+        { identityId: caller.identityId, sourceIp, action: 'secret.leaked', projectId, secretId, secretVersion: version, outcome: 'success', detail: { leakId, foundBy, runId: run.runId, killSessions: options.killSessions } },
+        ...(started?.audits ?? []),
+      ]);
+      return { runId: run.runId, joined: run.joined, started, target: target?.name ?? null };
     });
-    if (started.outcome !== undefined) this.engine.afterCommit(started.outcome); // a new run: tell its agent
+    if (started.started !== undefined) this.engine.afterCommit(started.started); // a new run: tell its agent
     else if (started.runId !== null && started.joined && dispatchNow) await this.engine.advance(started.runId);
     return { leakId, project, secret, version, target: started.target, runId: started.runId, joined: started.joined };
   }
@@ -144,7 +152,7 @@ export class LeakService {
    * holding the target, hurried (grace 0). A run whose pending version IS the leaked one
    * cannot answer it.
    */
-  private async runFor(client: PoolClient, caller: AuthIdentity, target: TargetRow, leaked: number): Promise<{ runId: string; joined: boolean; outcome?: StepOutcome }> {
+  private async runFor(client: PoolClient, caller: AuthIdentity, target: TargetRow, leaked: number): Promise<{ runId: string; joined: boolean; created?: { run: RunRow; policy: PolicyRow | null } }> {
     const open = await openRunOf(client, target.target_id);
     if (open !== null) {
       if (open.pending_version === leaked) throw new SikkerError('ERR_ROTATION_IN_FLIGHT', `the leaked version is the one run ${open.run_id} is putting in place; run the leak again when it ends`, { retryable: true });
@@ -161,7 +169,6 @@ export class LeakService {
       maxAttempts: policy?.spec.maxAttempts ?? 5, previousVersion: target.current_version, requestedBy: caller.identityId,
     });
     if (run === null) throw new SikkerError('ERR_ROTATION_IN_FLIGHT', 'a rotation of this target started at the same moment; run the leak again', { retryable: true });
-    const outcome = await this.engine.startWithin(client, run, { step: 'created', detail: { trigger: 'leak', leakedVersion: leaked }, audits: [] }, { policy });
-    return { runId, joined: false, outcome };
+    return { runId, joined: false, created: { run, policy } }; // the caller starts it (startWithin)
   }
 }

@@ -33,11 +33,13 @@ export interface RotationEngineOptions {
   crashAt: 'before-announce' | 'before-commit' | null;
 }
 
-/** What the creator of a run records with its first step (its `created` step and audit records). */
+/** A run started by {@link RotationEngine.startWithin}: the step's outcome, the run as left, and audit records still to append. */
+export type StartedRun = StepOutcome & { run: RunRow; target: TargetRow; audits: AuditDraft[] };
+
+/** The step the creator of a run records first (`created`). */
 export interface FirstRecords {
   step: string;
   detail: Record<string, unknown>;
-  audits: AuditDraft[];
 }
 
 export interface StepOutcome {
@@ -116,21 +118,24 @@ export class RotationEngine {
 
   /**
    * Starts a run created in the caller's open transaction: its pending version and its
-   * apply command are stored there too, with `first` (the caller's `created` step and
-   * audit records) written alongside. One commit makes the run, the pending version and
-   * the command durable together, so the pending version is on record before anything
-   * can reach the agent. After the commit, call {@link afterCommit} with the result to
-   * tell the agent.
+   * apply command are stored there too, with `first` (the caller's `created` step) written
+   * alongside. One commit makes the run, the pending version and the command durable
+   * together, so the pending version is on record before anything can reach the agent.
+   *
+   * The step's audit records are returned, not written: the caller appends them with its
+   * own in one append as the last statement before its commit (the audit chain's head is
+   * locked from the append to the commit, so that is what serialises concurrent starts).
+   * After the commit, call {@link afterCommit} with the result to tell the agent.
    */
-  async startWithin(client: PoolClient, inserted: RunRow, first: FirstRecords, known: { policy?: PolicyRow | null } = {}): Promise<StepOutcome> {
+  async startWithin(client: PoolClient, inserted: RunRow, first: FirstRecords, known: { policy?: PolicyRow | null } = {}): Promise<StartedRun> {
     // The run was inserted in this transaction, so no one else can see it, let alone lock it.
     const target = await findTargetById(client, inserted.target_id);
     if (target === null) throw new SikkerError('ERR_INTERNAL', 'a run refers to a missing target');
     const ctx = new StepContext(client, inserted, target, this.chain, known.policy);
-    ctx.begin(first.step, first.detail, first.audits);
+    ctx.begin(first.step, first.detail);
     const outcome = await this.stepOn(ctx);
-    await ctx.flush();
-    return outcome ?? { again: false, announce: [], alert: null };
+    const audits = await ctx.flush({ appendAudits: false });
+    return { ...(outcome ?? { again: false, announce: [], alert: null }), run: ctx.run, target, audits };
   }
 
   /** What follows a step's commit: the agents with a new command are told (the hub sends it). */
@@ -446,10 +451,9 @@ class StepContext {
     return this.policyRow;
   }
 
-  /** Records written ahead of this step by whoever created the run in this transaction. */
-  begin(step: string, detail: Record<string, unknown>, audits: AuditDraft[]): void {
+  /** The step written ahead of this one by whoever created the run in this transaction. */
+  begin(step: string, detail: Record<string, unknown>): void {
     this.steps.push({ step, detail, at: new Date() });
-    this.audits.push(...audits);
   }
 
   async change(change: RunChange, step: string, detail: Record<string, unknown>): Promise<void> {
@@ -469,11 +473,15 @@ class StepContext {
     });
   }
 
-  async flush(): Promise<void> {
+  /** Writes what the step collected; with `appendAudits: false` the audit records are returned for the caller to append. */
+  async flush(options: { appendAudits: boolean } = { appendAudits: true }): Promise<AuditDraft[]> {
     if (Object.keys(this.runChanges).length > 0) await updateRun(this.client, this.run.run_id, this.runChanges);
     this.runChanges = {};
     await addSteps(this.client, this.run.run_id, this.steps.splice(0));
-    await this.chain.append(this.client, this.audits.splice(0));
+    const audits = this.audits.splice(0);
+    if (!options.appendAudits) return audits;
+    await this.chain.append(this.client, audits);
+    return [];
   }
 
   alert(event: Alert['event'], code: string, reason: string): Alert {

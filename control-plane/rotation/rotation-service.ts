@@ -48,10 +48,12 @@ export class RotationService {
       });
       if (run === null) return null;
       // The run, its pending version and the apply command commit together; the agent is told after.
-      return this.engine.startWithin(client, run, {
-        step: 'created', detail: { trigger: 'manual' },
-        audits: [{ identityId: caller.identityId, sourceIp, action: 'rotation.start', projectId: target.project_id, secretId: target.secret_id, outcome: 'success', detail: { runId, target: targetName, trigger: 'manual' } }],
-      }, { policy });
+      const begun = await this.engine.startWithin(client, run, { step: 'created', detail: { trigger: 'manual' } }, { policy });
+      await this.chain.append(client, [
+        { identityId: caller.identityId, sourceIp, action: 'rotation.start', projectId: target.project_id, secretId: target.secret_id, outcome: 'success', detail: { runId, target: targetName, trigger: 'manual' } },
+        ...begun.audits,
+      ]);
+      return begun;
     });
     if (started === null) {
       const open = await openRunOf(this.pool, target.target_id);
@@ -59,7 +61,8 @@ export class RotationService {
       return { run: { run: open, target }, joined: true };
     }
     this.engine.afterCommit(started);
-    return { run: await this.show(caller, project, runId), joined: false };
+    // The run as the transaction left it (no second read while the agent is being told).
+    return { run: { run: started.run, target: started.target }, joined: false };
   }
 
   async show(caller: AuthIdentity, project: string, runId: string): Promise<RunWithTarget> {
