@@ -1,4 +1,6 @@
+import type { PoolClient } from 'pg';
 import t from 'tap';
+import { AuditChainWriter } from '../../control-plane/audit/audit-appender.js';
 import { startHarness, type Harness } from '../support/control-plane-harness.js';
 
 const VALUE = 'audit-test-value-6b1d';
@@ -130,4 +132,49 @@ t.test('audit – group commits from two replicas and concurrent writes keep one
   const { rows } = await a.plane.pool.query<{ n: string; max: string }>('SELECT count(*) AS n, max(seq) AS max FROM audit_records');
   t.equal(rows[0]!.n, rows[0]!.max, 'sequence numbers have no gaps');
   t.match(await a.admin.ok('POST', '/v1/audit/verify'), { ok: true }, 'the chain verifies');
+});
+
+t.test('audit – the remembered head: a rolled-back append and a concurrent one never break the chain', async (t) => {
+  const h = await withRecords(t, 'remembered-head');
+  const pool = h.plane.pool;
+  const chain = new AuditChainWriter(() => null); // a writer of its own, as a second replica would have
+  const draft = (action: string) => ({ identityId: null, sourceIp: null, action, outcome: 'success', detail: { test: true } });
+  const inTx = async (fn: (client: PoolClient) => Promise<void>, commit: boolean): Promise<void> => {
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      await fn(client);
+      await client.query(commit ? 'COMMIT' : 'ROLLBACK');
+    } finally {
+      client.release();
+    }
+  };
+  await inTx(async (c) => { await chain.append(c, [draft('test.first')]); }, true);
+  t.not(chain.knownHead(), null, 'the writer remembers the head it wrote');
+  await inTx(async (c) => { await chain.append(c, [draft('test.rolled-back')]); }, false);
+  await h.admin.ok('PUT', '/v1/projects/p/secrets/s', { value: `${VALUE}-x` }); // the other writer moves the head
+  await inTx(async (c) => { await chain.append(c, [draft('test.after-rollback')]); }, true);
+
+  // Two transactions from the same remembered head: the second waits for the first's lock, then re-links.
+  const a = await pool.connect();
+  const b = await pool.connect();
+  try {
+    await a.query('BEGIN');
+    await b.query('BEGIN');
+    await chain.append(a, [draft('test.concurrent-a')]);
+    chain.remember((await pool.query('SELECT seq, record_hash, checkpoint_seq, checkpoint_hash FROM audit_chain_head')).rows.map((r) => ({ seq: Number(r.seq), recordHash: r.record_hash, checkpointSeq: Number(r.checkpoint_seq), checkpointHash: r.checkpoint_hash }))[0] ?? null);
+    const second = chain.append(b, [draft('test.concurrent-b')]);
+    await new Promise((r) => setTimeout(r, 100));
+    await a.query('COMMIT');
+    await second;
+    await b.query('COMMIT');
+  } finally {
+    a.release();
+    b.release();
+  }
+  const actions = (await pool.query<{ action: string }>("SELECT action FROM audit_records WHERE action LIKE 'test.%' ORDER BY seq")).rows.map((r) => r.action);
+  t.same(actions, ['test.first', 'test.after-rollback', 'test.concurrent-a', 'test.concurrent-b'], 'the rolled-back record is absent, the others are in commit order');
+  const { rows } = await pool.query<{ n: string; max: string }>('SELECT count(*) AS n, max(seq) AS max FROM audit_records');
+  t.equal(rows[0]!.n, rows[0]!.max, 'sequence numbers have no gaps');
+  t.match(await h.admin.ok('POST', '/v1/audit/verify'), { ok: true }, 'the chain verifies');
 });
