@@ -138,7 +138,10 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
   const rotations = new RotationService(pool, projects, targets, engine, chain, logger);
   const scheduler = new RotationScheduler(pool, chain, engine, root, logger, { redisUrl: config.redisUrl, redisPrefix: config.redisPrefix, sweepMs: config.rotation.sweepMs },
     () => versionStore.backfillFingerprints(pool, 100));
-  // A command result advances the run waiting for it at once (the sweep is the safety net).
+  // A result starts the waiting run's next step as soon as it is read (while the hub stores
+  // it); once stored, it advances the run again if it is still waiting (a no-op when the first
+  // pass finished; the sweep is the last safety net).
+  hub.onResultReceived((agentId, result) => void engine.resultArrived(agentId, result));
   hub.onCommandFinished((commandId) => {
     void (async () => {
       const runId = await runWaitingFor(pool, commandId);

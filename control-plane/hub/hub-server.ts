@@ -16,6 +16,14 @@ import type { CommandBus } from './command-bus.js';
 import { agentsWithOpenCommands, completeCommand, expireCommands, markAccepted, markDelivered, openCommands } from './command-dal.js';
 import type { CommandService } from './command-service.js';
 
+/** A command's outcome as the agent reported it. */
+export interface AgentResult {
+  commandId: string;
+  outcome: 'succeeded' | 'failed';
+  result: Record<string, unknown>;
+  error: { code: string; message: string } | null;
+}
+
 export interface HubOptions {
   replicaId: string;
   /** Same list as the HTTP routes: whose X-Forwarded-For is believed for the agent's address. */
@@ -51,6 +59,7 @@ export class HubServer {
   private bus: CommandBus | null = null;
   private readonly trust: ((addr: string, i: number) => boolean) | null;
   private readonly finishedListeners: Array<(commandId: string) => void> = [];
+  private readonly resultListeners: Array<(agentId: string, result: AgentResult) => void> = [];
 
   constructor(
     private readonly deps: { pool: Pool; authenticator: RequestAuthenticator; audit: AuditBatcher; root: RootKeyHolder; commands: CommandService; logger: Logger },
@@ -62,6 +71,15 @@ export class HubServer {
   /** Called after a command's final state (result, or refusal by the agent) is recorded on this replica. */
   onCommandFinished(listener: (commandId: string) => void): void {
     this.finishedListeners.push(listener);
+  }
+
+  /**
+   * Called with an agent's result as soon as its frame is read, before it is stored (the
+   * rotation engine starts its next step meanwhile). `onCommandFinished` still follows once
+   * the result is stored; only that one says it was the first report of the command.
+   */
+  onResultReceived(listener: (agentId: string, result: AgentResult) => void): void {
+    this.resultListeners.push(listener);
   }
 
   private commandFinished(commandId: string): void {
@@ -231,8 +249,9 @@ export class HubServer {
     }
   }
 
-  private async recordResult(conn: AgentConnection, r: { commandId: string; outcome: 'succeeded' | 'failed'; result: Record<string, unknown>; error: { code: string; message: string } | null }, log: Logger): Promise<void> {
+  private async recordResult(conn: AgentConnection, r: AgentResult, log: Logger): Promise<void> {
     conn.sent.delete(r.commandId);
+    for (const listener of this.resultListeners) listener(conn.agentId, r);
     const changed = await completeCommand(this.deps.pool, conn.agentId, r.commandId, r.outcome, r.result, r.error, { evenIfExpired: true });
     if (changed) {
       log.info({ commandId: r.commandId, outcome: r.outcome }, 'command finished');

@@ -142,7 +142,7 @@ export class LeakService {
       ]);
       return { runId: run.runId, joined: run.joined, started, target: target?.name ?? null };
     });
-    if (started.started !== undefined) this.engine.afterCommit(started.started); // a new run: tell its agent
+    if (started.started !== undefined) this.engine.afterCommit(started.started, started.started.run.run_id); // a new run: tell its agent
     else if (started.runId !== null && started.joined && dispatchNow) await this.engine.advance(started.runId);
     return { leakId, project, secret, version, target: started.target, runId: started.runId, joined: started.joined };
   }

@@ -7,6 +7,7 @@ import type { AuditChainWriter } from '../audit/audit-appender.js';
 import type { AuditDraft } from '../audit/audit-types.js';
 import { withTransaction } from '../db/transaction.js';
 import { findCommand, type CommandRow } from '../hub/command-dal.js';
+import type { AgentResult } from '../hub/hub-server.js';
 import type { CommandService } from '../hub/command-service.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import type { VersionStore } from '../vault/version-store.js';
@@ -45,6 +46,8 @@ export interface FirstRecords {
 export interface StepOutcome {
   /** Advance again at once (the next step needs no waiting). */
   again: boolean;
+  /** The command the run now waits for, when this step issued one. */
+  waitsFor?: string | null;
   /** Agents to tell about a new command, after the commit. */
   announce: string[];
   alert: Alert | null;
@@ -66,6 +69,10 @@ export interface StepOutcome {
 export class RotationEngine {
   private readonly runCommands: RunCommands;
   private readonly running = new Map<string, Promise<void>>();
+  /** Commands issued here that a run waits for: command id → run id (bounded; the database is the fallback). */
+  private readonly waiting = new Map<string, string>();
+  /** Results reported by agents and not yet stored by the hub, by command id (used once, then dropped). */
+  private readonly reported = new Map<string, { agentId: string; result: AgentResult }>();
 
   constructor(
     private readonly pool: Pool,
@@ -110,7 +117,7 @@ export class RotationEngine {
         return;
       }
       if (outcome === null) return;
-      this.afterCommit(outcome);
+      this.afterCommit(outcome, runId);
       if (outcome.alert !== null) await this.alerter.send(outcome.alert);
       if (!outcome.again) return;
     }
@@ -139,9 +146,25 @@ export class RotationEngine {
   }
 
   /** What follows a step's commit: the agents with a new command are told (the hub sends it). */
-  afterCommit(outcome: StepOutcome): void {
+  afterCommit(outcome: StepOutcome, runId: string): void {
     if (outcome.announce.length > 0) this.crashHere('before-announce'); // committed; no agent told yet
+    if (outcome.waitsFor != null) remember(this.waiting, outcome.waitsFor, runId);
     for (const agentId of outcome.announce) this.announce(agentId);
+  }
+
+  /**
+   * An agent's result, as soon as the hub reads it: when a run of this process waits for
+   * that command, its next step starts now, with the result in hand, while the hub stores
+   * it (the step checks that the reporting agent is the target's). Returns whether a run
+   * was waiting; otherwise the hub's stored result advances it as before.
+   */
+  resultArrived(agentId: string, result: AgentResult): boolean {
+    const runId = this.waiting.get(result.commandId);
+    if (runId === undefined) return false;
+    this.waiting.delete(result.commandId);
+    remember(this.reported, result.commandId, { agentId, result });
+    void this.advance(runId);
+    return true;
   }
 
   /** One step on the locked run, its steps and audit records written at the end; null when there is nothing to do now. */
@@ -213,7 +236,7 @@ export class RotationEngine {
     await ctx.change({ state: 'dispatched', command_id: issued.commandId, failures: 0, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) },
       'dispatched to agent', { commandId: issued.commandId, agentId: ctx.target.agent_id, user: ctx.run.db_user, strategy: ctx.run.strategy });
     await ctx.audit('rotation.dispatch', 'issued', ctx.run.pending_version, { commandId: issued.commandId });
-    return { again: false, announce: [ctx.target.agent_id], alert: null };
+    return { again: false, announce: [ctx.target.agent_id], alert: null, waitsFor: ctx.run.command_id };
   }
 
   private async afterApply(ctx: StepContext): Promise<StepOutcome | null> {
@@ -256,7 +279,7 @@ export class RotationEngine {
       const issued = await this.runCommands.check(ctx.client, run, ctx.target);
       await ctx.change({ command_id: issued.commandId, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) }, 'asked agent which credential logs in', { commandId: issued.commandId });
       await ctx.audit('rotation.reconcile', 'issued', run.pending_version, { commandId: issued.commandId });
-      return { again: false, announce: [ctx.target.agent_id], alert: null };
+      return { again: false, announce: [ctx.target.agent_id], alert: null, waitsFor: ctx.run.command_id };
     }
     const command = await this.waitedCommand(ctx);
     if (command === 'wait') return null;
@@ -328,7 +351,7 @@ export class RotationEngine {
     await ctx.change({ state: 'revoking', command_id: issued.commandId, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) },
       'grace over: revoking previous', { commandId: issued.commandId, version: ctx.run.previous_version });
     await ctx.audit('rotation.revoke.dispatch', 'issued', ctx.run.previous_version, { commandId: issued.commandId });
-    return { again: false, announce: [ctx.target.agent_id], alert: null };
+    return { again: false, announce: [ctx.target.agent_id], alert: null, waitsFor: ctx.run.command_id };
   }
 
   private async afterRevoke(ctx: StepContext): Promise<StepOutcome | null> {
@@ -410,6 +433,11 @@ export class RotationEngine {
   /** The command the run waits for: finished, still open ('wait'), or open past its deadline ('timeout'). */
   private async waitedCommand(ctx: StepContext): Promise<CommandRow | 'wait' | 'timeout'> {
     const { run } = ctx;
+    const reported = run.command_id === null ? undefined : this.reported.get(run.command_id);
+    if (reported !== undefined && run.command_id !== null) {
+      this.reported.delete(run.command_id);
+      if (reported.agentId === ctx.target.agent_id) return reportedCommand(run.command_id, reported.agentId, reported.result);
+    }
     const command = run.command_id === null ? null : await findCommand(ctx.client, run.command_id);
     if (command === null) return 'timeout';
     if (!OPEN_COMMAND_STATES.has(command.state)) return command;
@@ -421,6 +449,24 @@ export class RotationEngine {
     this.logger.fatal({ point }, 'SIKKER_TEST_CRASH_AT: killing this process');
     process.kill(process.pid, 'SIGKILL');
   }
+}
+
+/** Bounded memo: the oldest entry goes first (a map keeps insertion order). */
+function remember<V>(map: Map<string, V>, key: string, value: V): void {
+  map.set(key, value);
+  if (map.size > 10_000) map.delete(map.keys().next().value as string);
+}
+
+/**
+ * The command row as it will be once the hub stores `result`. A step reads only the id,
+ * state, result, error and deliveries; the rest is filler, never written anywhere.
+ */
+function reportedCommand(commandId: string, agentId: string, r: AgentResult): CommandRow {
+  const now = new Date();
+  return {
+    command_id: commandId, agent_id: agentId, generation: '0', kind: '', payload: {}, sealed: null, state: r.outcome, issued_by: null,
+    issued_at: now, expires_at: now, delivered_at: now, completed_at: now, deliveries: 1, result: r.result, error: r.error,
+  };
 }
 
 /** Full-jitter exponential backoff from now: uniform in [base, base·2^(n-1)] seconds, capped at an hour. */

@@ -60,7 +60,7 @@ export class RotationService {
       if (open === null) throw new SikkerError('ERR_ROTATION_IN_FLIGHT', 'a run just finished for this target; try again', { retryable: true });
       return { run: { run: open, target }, joined: true };
     }
-    this.engine.afterCommit(started);
+    this.engine.afterCommit(started, started.run.run_id);
     // The run as the transaction left it (no second read while the agent is being told).
     return { run: { run: started.run, target: started.target }, joined: false };
   }

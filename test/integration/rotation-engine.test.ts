@@ -230,3 +230,33 @@ t.test('a run created from a stale read of the target (another run committed mea
   t.match(versions.versions, [{ version: 1, state: 'revoked' }, { version: 2, label: 'previous', state: 'revoked' }, { version: 3, label: 'current', state: 'active' }]);
   t.equal(await fx.logsIn(role, await fx.secretValue('orders-password')), true, 'the new password logs in');
 });
+
+t.test('a result read off another agent\'s socket for a run\'s command is not acted on; the real agent\'s is', async (t) => {
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((resolve) => { release = resolve; });
+  const heldApply: ApplierFactory = async (target, admin) => {
+    const real = await createApplier(target, admin);
+    return Object.assign(Object.create(real) as typeof real, {
+      apply: async (req: Parameters<typeof real.apply>[0]) => {
+        await gate;
+        return real.apply(req);
+      },
+      close: () => real.close(),
+    });
+  };
+  const fx = await rotationFixture(t, server, { createApplier: heldApply });
+  const role = await fx.createRole('Early-old-1');
+  await fx.addTarget('early', role, { adoptPassword: 'Early-old-1' });
+  await fx.h.admin.ok('POST', '/v1/projects/p/targets/early/test', {});
+  const started = await fx.h.admin.ok('POST', '/v1/projects/p/targets/early/rotate', {});
+  const { rows: [run] } = await fx.h.plane.pool.query('SELECT command_id FROM rotation_runs WHERE run_id = $1', [started.run.runId]);
+  const forged = { commandId: run.command_id, outcome: 'succeeded' as const, result: { verified: true, unchanged: false, oldPasswordRetained: false, persisted: true }, error: null };
+  t.equal(fx.h.plane.services.engine.resultArrived(randomUUID(), forged), true, 'the run was waiting for that command');
+  await new Promise((r) => setTimeout(r, 500));
+  const meanwhile = await fx.h.admin.ok('GET', `/v1/projects/p/runs/${started.run.runId}`);
+  t.equal(meanwhile.state, 'dispatched', 'not committed on a report from the wrong agent');
+  release();
+  const done = await fx.waitRun(started.run.runId, ['done', 'failed', 'parked']);
+  t.equal(done.state, 'done', 'committed on the real agent\'s report');
+  t.equal(await fx.logsIn(role, await fx.secretValue('early-password')), true, 'and the committed password logs in');
+});
