@@ -27,6 +27,11 @@ export function isGlobalAdmin(identity: AuthIdentity): boolean {
   return identity.grants.some((g) => g.projectId === null && g.role === 'admin');
 }
 
+/** Whether `identity` may know that the project exists (a global admin, or any grant in it). */
+export function canSeeProject(identity: AuthIdentity, projectId: string): boolean {
+  return isGlobalAdmin(identity) || identity.grants.some((g) => g.projectId === projectId);
+}
+
 /** The roles `identity` holds in `projectId` that allow `action` (empty when none). */
 export function rolesAllowing(identity: AuthIdentity, action: Action, projectId: string): Role[] {
   if (isGlobalAdmin(identity)) return ['admin'];

@@ -33,6 +33,11 @@ export async function findTarget(db: Queryable, projectId: string, name: string)
   return (await db.query<TargetRow>({ name: 'target-by-name', text: `${TARGET_SELECT} WHERE t.project_id = $1 AND t.name = $2`, values: [projectId, name] })).rows[0] ?? null;
 }
 
+/** A target by project name and target name (the project joined in the same query). */
+export async function findTargetInProject(db: Queryable, projectName: string, name: string): Promise<TargetRow | null> {
+  return (await db.query<TargetRow>({ name: 'target-in-project', text: `${TARGET_SELECT} WHERE p.name = $1 AND t.name = $2`, values: [projectName, name] })).rows[0] ?? null;
+}
+
 export async function findTargetById(db: Queryable, targetId: string): Promise<TargetRow | null> {
   return (await db.query<TargetRow>({ name: 'target-by-id', text: `${TARGET_SELECT} WHERE t.target_id = $1`, values: [targetId] })).rows[0] ?? null;
 }
@@ -168,7 +173,8 @@ export type RunChange = Partial<Pick<RunRow, 'state' | 'holds_target' | 'attempt
 export async function updateRun(db: Queryable, runId: string, change: RunChange): Promise<void> {
   const keys = Object.keys(change) as Array<keyof RunChange>;
   const sets = keys.map((k, i) => `${k} = $${i + 2}`);
-  await db.query(`UPDATE rotation_runs SET ${[...sets, 'updated_at = now()'].join(', ')} WHERE run_id = $1`, [runId, ...keys.map((k) => change[k])]);
+  // Named by its columns: a handful of shapes, each parsed and planned once per connection.
+  await db.query({ name: `run-update:${keys.join(',')}`, text: `UPDATE rotation_runs SET ${[...sets, 'updated_at = now()'].join(', ')} WHERE run_id = $1`, values: [runId, ...keys.map((k) => change[k])] });
 }
 
 export async function addStep(db: Queryable, runId: string, step: string, detail: Record<string, unknown> = {}): Promise<void> {

@@ -314,7 +314,7 @@ export class RotationEngine {
     // replace on the same user: the old password stopped working the moment the new one was set.
     const oldIsDead = run.strategy === 'replace' && previousUser === run.db_user;
     const previous = await this.versions.promotePending(client, target.secret_id, run.pending_version, oldIsDead);
-    await client.query('UPDATE policies SET last_run_at = now() WHERE target_id = $1', [target.target_id]);
+    await client.query({ name: 'policy-last-run', text: 'UPDATE policies SET last_run_at = now() WHERE target_id = $1', values: [target.target_id] });
     const graceOver = previous === null || oldIsDead;
     const now = new Date();
     await ctx.change(graceOver
@@ -409,7 +409,7 @@ export class RotationEngine {
       `UPDATE secret_versions SET state = 'revoked' WHERE secret_id = $1 AND version < $2 AND state = 'active' AND ($3::int IS NULL OR version <> $3::int)`,
       [target.secret_id, run.pending_version, keepForRevoke],
     );
-    const leak = (await client.query<{ kill_sessions: boolean; leaked_version: number }>('SELECT kill_sessions, leaked_version FROM leaks WHERE run_id = $1 ORDER BY reported_at LIMIT 1', [run.run_id])).rows[0];
+    const leak = (await client.query<{ kill_sessions: boolean; leaked_version: number }>({ name: 'leak-of-run', text: 'SELECT kill_sessions, leaked_version FROM leaks WHERE run_id = $1 ORDER BY reported_at LIMIT 1', values: [run.run_id] })).rows[0];
     if (leak?.kill_sessions !== true || previous === null) return [];
     const user = (await client.query<{ db_user: string | null }>('SELECT db_user FROM secret_versions WHERE secret_id = $1 AND version = $2', [target.secret_id, previous])).rows[0]?.db_user ?? target.spec.user;
     const issued = await this.runCommands.terminate(client, run, target, user);
@@ -420,10 +420,7 @@ export class RotationEngine {
 
   /** Closes the leak records this run answers. */
   private async finishLeaks(ctx: StepContext, state: 'neutralised' | 'exposed', reason: string | null): Promise<void> {
-    await ctx.client.query(
-      `UPDATE leaks SET state = $2, reason = $3, neutralised_at = CASE WHEN $2 = 'neutralised' THEN now() ELSE NULL END WHERE run_id = $1 AND state = 'open'`,
-      [ctx.run.run_id, state, reason],
-    );
+    await ctx.client.query({ name: 'leaks-finish', text: `UPDATE leaks SET state = $2, reason = $3, neutralised_at = CASE WHEN $2 = 'neutralised' THEN now() ELSE NULL END WHERE run_id = $1 AND state = 'open'`, values: [ctx.run.run_id, state, reason] });
   }
 
   private async retryBase(ctx: StepContext): Promise<number> {

@@ -6,7 +6,7 @@ import type { Logger } from '../../shared/logging/logger.js';
 import type { AddTargetRequest } from '../../shared/protocol/rotation-api.js';
 import type { PreflightSecrets } from '../../shared/protocol/rotation-commands.js';
 import type { AuditChainWriter } from '../audit/audit-appender.js';
-import { requireProjectAction } from '../auth/authorize.js';
+import { canSeeProject, requireProjectAction } from '../auth/authorize.js';
 import { withTransaction } from '../db/transaction.js';
 import { findAgent } from '../hub/agent-dal.js';
 import { findCommand } from '../hub/command-dal.js';
@@ -14,7 +14,7 @@ import type { CommandService } from '../hub/command-service.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import type { ProjectService } from '../vault/project-service.js';
 import type { VersionStore } from '../vault/version-store.js';
-import { findPolicy, findTarget, listTargets, type TargetRow } from './rotation-dal.js';
+import { findPolicy, findTarget, findTargetInProject, listTargets, type TargetRow } from './rotation-dal.js';
 import { RunCommands } from './run-commands.js';
 
 /** How long `target test` waits for the agent's answer before saying it is still running. */
@@ -44,10 +44,14 @@ export class TargetService {
   ) {}
 
   async resolve(caller: AuthIdentity, projectName: string, name: string, action: 'target.read' | 'target.write' | 'rotation.run'): Promise<TargetRow> {
-    const project = await this.projects.resolve(caller, projectName);
-    requireProjectAction(caller, action, project.project_id);
-    const target = await findTarget(this.pool, project.project_id, name);
-    if (target === null) throw new SikkerError('ERR_NOT_FOUND', `no target "${name}" in project "${projectName}"`);
+    // One query on the way in; the project is looked up on its own only to word a refusal.
+    const target = await findTargetInProject(this.pool, projectName, name);
+    if (target === null || !canSeeProject(caller, target.project_id)) {
+      const project = await this.projects.resolve(caller, projectName); // throws "no project … that you can see"
+      requireProjectAction(caller, action, project.project_id);
+      throw new SikkerError('ERR_NOT_FOUND', `no target "${name}" in project "${projectName}"`);
+    }
+    requireProjectAction(caller, action, target.project_id);
     return target;
   }
 

@@ -3,7 +3,7 @@ import type { Pool } from 'pg';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import type { AuditChainWriter } from '../audit/audit-appender.js';
-import { isGlobalAdmin, requireGlobalAdmin } from '../auth/authorize.js';
+import { canSeeProject, isGlobalAdmin, requireGlobalAdmin } from '../auth/authorize.js';
 import { withTransaction } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import type { Keyring } from './keyring.js';
@@ -40,7 +40,7 @@ export class ProjectService {
   /** Resolves a name the caller may know about; a project the caller has no grant in is "not found". */
   async resolve(caller: AuthIdentity, name: string): Promise<ProjectRow> {
     const project = await findProjectByName(this.pool, name);
-    if (project === null || !(isGlobalAdmin(caller) || caller.grants.some((g) => g.projectId === project.project_id))) {
+    if (project === null || !canSeeProject(caller, project.project_id)) {
       throw new SikkerError('ERR_NOT_FOUND', `no project "${name}" that you can see`);
     }
     return project;
