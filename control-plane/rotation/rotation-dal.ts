@@ -192,13 +192,32 @@ export interface RunStep {
   at: Date;
 }
 
+const INSERT_STEPS = `INSERT INTO rotation_steps (run_id, seq, step, detail, at)
+     SELECT $1, last.seq + u.n, u.step, u.detail, u.at
+       FROM unnest($2::text[], $3::jsonb[], $4::timestamptz[]) WITH ORDINALITY AS u(step, detail, at, n),
+            (SELECT COALESCE(max(seq), 0) AS seq FROM rotation_steps WHERE run_id = $1) AS last`;
+
 /** Appends steps to a run in one statement, numbered on from its last step in the order given. */
 export async function addSteps(db: Queryable, runId: string, steps: RunStep[]): Promise<void> {
   if (steps.length === 0) return;
-  await db.query({ name: 'run-steps-add', text: `INSERT INTO rotation_steps (run_id, seq, step, detail, at)
-     SELECT $1, last.seq + u.n, u.step, u.detail, u.at
-       FROM unnest($2::text[], $3::jsonb[], $4::timestamptz[]) WITH ORDINALITY AS u(step, detail, at, n),
-            (SELECT COALESCE(max(seq), 0) AS seq FROM rotation_steps WHERE run_id = $1) AS last`, values: [runId, steps.map((s) => s.step), steps.map((s) => JSON.stringify(s.detail)), steps.map((s) => s.at)] });
+  await db.query({ name: 'run-steps-add', text: INSERT_STEPS, values: [runId, ...stepColumns(steps)] });
+}
+
+/** A run's changes and its new steps in one statement (one round trip at the end of every step). */
+export async function updateRunWithSteps(db: Queryable, runId: string, change: RunChange, steps: RunStep[]): Promise<void> {
+  const keys = Object.keys(change) as Array<keyof RunChange>;
+  if (keys.length === 0) return addSteps(db, runId, steps);
+  if (steps.length === 0) return updateRun(db, runId, change);
+  const sets = keys.map((k, i) => `${k} = $${i + 5}`);
+  await db.query({
+    name: `run-update-steps:${keys.join(',')}`,
+    text: `WITH run AS (UPDATE rotation_runs SET ${[...sets, 'updated_at = now()'].join(', ')} WHERE run_id = $1) ${INSERT_STEPS}`,
+    values: [runId, ...stepColumns(steps), ...keys.map((k) => change[k])],
+  });
+}
+
+function stepColumns(steps: RunStep[]): [string[], string[], Date[]] {
+  return [steps.map((s) => s.step), steps.map((s) => JSON.stringify(s.detail)), steps.map((s) => s.at)];
 }
 
 export async function runSteps(db: Queryable, runId: string): Promise<Array<{ seq: number; step: string; at: Date; detail: Record<string, unknown> }>> {

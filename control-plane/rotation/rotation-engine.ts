@@ -13,7 +13,7 @@ import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import type { VersionStore } from '../vault/version-store.js';
 import type { Alert, Alerter } from './alerter.js';
 import { generatePassword } from './password-generator.js';
-import { addSteps, findPolicy, findTargetById, lockRun, updateRun, type PolicyRow, type RunChange, type RunRow, type RunStep, type TargetRow } from './rotation-dal.js';
+import { findPolicy, findTargetById, lockRun, updateRunWithSteps, type PolicyRow, type RunChange, type RunRow, type RunStep, type TargetRow } from './rotation-dal.js';
 import { userForNextRun } from './policy-rules.js';
 import { RunCommands } from './run-commands.js';
 
@@ -518,9 +518,8 @@ class StepContext {
 
   /** Writes what the step collected; with `appendAudits: false` the audit records are returned for the caller to append. */
   async flush(options: { appendAudits: boolean } = { appendAudits: true }): Promise<AuditDraft[]> {
-    if (Object.keys(this.runChanges).length > 0) await updateRun(this.client, this.run.run_id, this.runChanges);
+    await updateRunWithSteps(this.client, this.run.run_id, this.runChanges, this.steps.splice(0));
     this.runChanges = {};
-    await addSteps(this.client, this.run.run_id, this.steps.splice(0));
     const audits = this.audits.splice(0);
     if (!options.appendAudits) return audits;
     await this.chain.append(this.client, audits);

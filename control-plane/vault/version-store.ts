@@ -70,15 +70,13 @@ export class VersionStore {
 
   /** Pending becomes current, current becomes previous; with `revokePrevious` the old current is marked revoked (replace: it no longer logs in). */
   async promotePending(client: PoolClient, secretId: string, pendingVersion: number, revokePrevious: boolean): Promise<number | null> {
-    const current = (await client.query<{ version: number }>({ name: 'version-current', text: "SELECT version FROM secret_versions WHERE secret_id = $1 AND label = 'current'", values: [secretId] })).rows[0]?.version ?? null;
     await client.query({ name: 'version-unlabel-previous', text: "UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'previous'", values: [secretId] });
-    if (current !== null) {
-      await client.query({
-        name: revokePrevious ? 'version-demote-revoke' : 'version-demote',
-        text: `UPDATE secret_versions SET label = 'previous'${revokePrevious ? ", state = 'revoked'" : ''} WHERE secret_id = $1 AND version = $2`,
-        values: [secretId, current],
-      });
-    }
+    const demoted = await client.query<{ version: number }>({
+      name: revokePrevious ? 'version-demote-current-revoke' : 'version-demote-current',
+      text: `UPDATE secret_versions SET label = 'previous'${revokePrevious ? ", state = 'revoked'" : ''} WHERE secret_id = $1 AND label = 'current' RETURNING version`,
+      values: [secretId],
+    });
+    const current = demoted.rows[0]?.version ?? null;
     const promoted = await client.query({ name: 'version-promote', text: "UPDATE secret_versions SET label = 'current' WHERE secret_id = $1 AND version = $2 AND label = 'pending'", values: [secretId, pendingVersion] });
     if (promoted.rowCount !== 1) throw new SikkerError('ERR_CONFLICT', `version ${pendingVersion} is not pending`);
     return current;
