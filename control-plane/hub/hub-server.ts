@@ -268,16 +268,17 @@ export class HubServer {
    */
   private async deliver(conn: AgentConnection): Promise<void> {
     if (!conn.ready || this.deps.root.isSealed()) return;
-    const rows = await openCommands(this.deps.pool, conn.agentId);
-    const sent: string[] = [];
-    for (const row of rows) {
-      if (conn.sent.has(row.command_id) || conn.held.has(row.command_id)) continue;
-      const message = { type: 'command' as const, ...this.deps.commands.envelopeFor(row) };
+    const rows = (await openCommands(this.deps.pool, conn.agentId)).filter((row) => !conn.sent.has(row.command_id) && !conn.held.has(row.command_id));
+    if (rows.length === 0) return;
+    const messages = rows.map((row) => ({ type: 'command' as const, ...this.deps.commands.envelopeFor(row) }));
+    // Counted as delivered before the frames go out: a crash in between then leaves a command
+    // counted but perhaps never sent (the engine asks the agent what happened: safe), never one
+    // sent but counted as never sent (which the engine would take as "certainly changed nothing").
+    await markDelivered(this.deps.pool, rows.map((row) => row.command_id));
+    for (const [i, message] of messages.entries()) {
       if (!conn.send(message)) break;
-      conn.sent.add(row.command_id);
-      sent.push(row.command_id);
+      conn.sent.add(rows[i]!.command_id);
     }
-    await markDelivered(this.deps.pool, sent);
   }
 
   private heartbeat(): void {

@@ -260,10 +260,13 @@ export class RotationEngine {
   }
 
   private async toUncertain(ctx: StepContext, code: string, message: string): Promise<StepOutcome> {
-    // An apply never sent to the agent is cancelled here, and then certainly changed nothing.
+    // An apply never sent to the agent is cancelled here, and then certainly changed nothing —
+    // also when the hub's expiry sweep got to it between our read and this statement.
     // One that reached the agent runs before any later check (the agent keeps generation order).
     if (ctx.run.command_id !== null) {
-      const cancelled = await ctx.client.query(`UPDATE agent_commands SET state = 'expired', completed_at = now(), sealed = NULL WHERE command_id = $1 AND state = 'pending'`, [ctx.run.command_id]);
+      const cancelled = await ctx.client.query(
+        `UPDATE agent_commands SET state = 'expired', completed_at = COALESCE(completed_at, now()), sealed = NULL
+          WHERE command_id = $1 AND (state = 'pending' OR (state = 'expired' AND deliveries = 0))`, [ctx.run.command_id]);
       if (cancelled.rowCount === 1) {
         await ctx.step('never delivered: cancelled', { commandId: ctx.run.command_id });
         return this.retryOrPark(ctx, 'ERR_AGENT_UNREACHABLE', 'the agent did not take the command before it expired (offline?)', true);
