@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Queryable } from '../db/queryable.js';
 import type { PolicySpec } from '../../shared/protocol/rotation-api.js';
 import type { TargetSpec } from '../../shared/protocol/rotation-commands.js';
@@ -174,7 +175,7 @@ export async function updateRun(db: Queryable, runId: string, change: RunChange)
   const keys = Object.keys(change) as Array<keyof RunChange>;
   const sets = keys.map((k, i) => `${k} = $${i + 2}`);
   // Named by its columns: a handful of shapes, each parsed and planned once per connection.
-  await db.query({ name: `run-update:${keys.join(',')}`, text: `UPDATE rotation_runs SET ${[...sets, 'updated_at = now()'].join(', ')} WHERE run_id = $1`, values: [runId, ...keys.map((k) => change[k])] });
+  await db.query({ name: shapeName('run-update', keys), text: `UPDATE rotation_runs SET ${[...sets, 'updated_at = now()'].join(', ')} WHERE run_id = $1`, values: [runId, ...keys.map((k) => change[k])] });
 }
 
 export async function addStep(db: Queryable, runId: string, step: string, detail: Record<string, unknown> = {}): Promise<void> {
@@ -210,10 +211,18 @@ export async function updateRunWithSteps(db: Queryable, runId: string, change: R
   if (steps.length === 0) return updateRun(db, runId, change);
   const sets = keys.map((k, i) => `${k} = $${i + 5}`);
   await db.query({
-    name: `run-update-steps:${keys.join(',')}`,
+    name: shapeName('run-update-steps', keys),
     text: `WITH run AS (UPDATE rotation_runs SET ${[...sets, 'updated_at = now()'].join(', ')} WHERE run_id = $1) ${INSERT_STEPS}`,
     values: [runId, ...stepColumns(steps), ...keys.map((k) => change[k])],
   });
+}
+
+/**
+ * A prepared statement's name for one shape of a dynamic statement. PostgreSQL cuts names
+ * at 63 bytes, and two names equal in their first 63 would collide, so the shape is hashed.
+ */
+function shapeName(prefix: string, keys: readonly string[]): string {
+  return `${prefix}-${createHash('sha256').update(keys.join(',')).digest('hex').slice(0, 16)}`;
 }
 
 function stepColumns(steps: RunStep[]): [string[], string[], Date[]] {
