@@ -32,6 +32,24 @@ export async function insertCommand(client: PoolClient, c: { commandId: string; 
      VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)`, values: [c.commandId, c.agentId, c.generation, c.kind, JSON.stringify(c.payload), c.sealed, c.issuedBy, c.expiresAt] });
 }
 
+/**
+ * Takes the agent's next generation and stores the command in one statement, provided the
+ * agent's box key is still `boxPublicKey` (the one `sealed` was sealed to). Returns the
+ * generation, or null when nothing was stored (the key changed, or no such agent): the caller
+ * then takes the generation and the current key with {@link nextGeneration} and seals again.
+ */
+export async function insertCommandWithGeneration(client: PoolClient, boxPublicKey: string, c: { commandId: string; agentId: string; kind: string; payload: Record<string, unknown>; sealed: Buffer | null; issuedBy: string | null; expiresAt: Date }): Promise<number | null> {
+  const row = (await client.query<{ generation: string }>({
+    name: 'command-insert-with-generation',
+    text: `WITH g AS (UPDATE agents SET next_generation = next_generation + 1 WHERE agent_id = $2 AND box_public_key = $8 RETURNING next_generation - 1 AS generation)
+           INSERT INTO agent_commands (command_id, agent_id, generation, kind, payload, sealed, state, issued_by, expires_at)
+           SELECT $1, $2, g.generation, $3, $4, $5, 'pending', $6, $7 FROM g
+           RETURNING generation`,
+    values: [c.commandId, c.agentId, c.kind, JSON.stringify(c.payload), c.sealed, c.issuedBy, c.expiresAt, boxPublicKey],
+  })).rows[0];
+  return row === undefined ? null : Number(row.generation);
+}
+
 /** Commands still to deliver or finish, oldest generation first, unexpired. */
 export async function openCommands(db: Queryable, agentId: string): Promise<CommandRow[]> {
   return (await db.query<CommandRow>({ name: 'commands-open', text: `SELECT * FROM agent_commands WHERE agent_id = $1 AND state = ANY($2::text[]) AND expires_at > now() ORDER BY generation`, values: [agentId, OPEN_STATES] })).rows;

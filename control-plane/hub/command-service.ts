@@ -12,7 +12,7 @@ import type { AuthIdentity } from '../identity/identity-types.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import type { SecretService } from '../vault/secret-service.js';
 import { findAgent } from './agent-dal.js';
-import { insertCommand, nextGeneration, type CommandRow } from './command-dal.js';
+import { insertCommand, insertCommandWithGeneration, nextGeneration, type CommandRow } from './command-dal.js';
 
 export type IssueRequest =
   | { kind: 'agent.probe' }
@@ -37,6 +37,8 @@ const DEFAULT_TTL_MS = 15 * 60 * 1000;
  */
 export class CommandService {
   private readonly issuedListeners: Array<(agentId: string) => void> = [];
+  /** Each agent's X25519 box key as last read here (public keys; a stale one is detected by the insert). */
+  private readonly boxKeys = new Map<string, string>();
 
   constructor(
     private readonly pool: Pool,
@@ -103,10 +105,20 @@ export class CommandService {
     if (c.plaintext !== null) assertDeliverable(c.plaintext.length);
     const commandId = c.commandId ?? randomUUID();
     const expiresAt = new Date(Date.now() + c.ttlMs);
+    const seal = (boxPublicKey: string) => (c.plaintext === null ? null : sealTo(importBoxPublicKey(boxPublicKey), c.plaintext, { commandId, agentId: c.agentId }));
+    const command = { commandId, agentId: c.agentId, kind: c.kind, payload: c.payload, issuedBy: c.issuedBy, expiresAt };
+    // Usually one round trip: sealed to the agent's key as last seen, stored only if that is still its key.
+    const knownKey = this.boxKeys.get(c.agentId);
+    if (knownKey !== undefined) {
+      const generation = await insertCommandWithGeneration(client, knownKey, { ...command, sealed: seal(knownKey) });
+      if (generation !== null) return { commandId, generation, expiresAt };
+      this.boxKeys.delete(c.agentId); // re-keyed (or gone): take the key with the generation
+    }
     const next = await nextGeneration(client, c.agentId);
     if (next === null) throw new SikkerError('ERR_NOT_FOUND', 'no such agent');
-    const sealed = c.plaintext === null ? null : sealTo(importBoxPublicKey(next.boxPublicKey), c.plaintext, { commandId, agentId: c.agentId });
-    await insertCommand(client, { commandId, agentId: c.agentId, generation: next.generation, kind: c.kind, payload: c.payload, sealed, issuedBy: c.issuedBy, expiresAt });
+    await insertCommand(client, { ...command, generation: next.generation, sealed: seal(next.boxPublicKey) });
+    this.boxKeys.set(c.agentId, next.boxPublicKey);
+    if (this.boxKeys.size > 100_000) this.boxKeys.delete(this.boxKeys.keys().next().value as string);
     return { commandId, generation: next.generation, expiresAt };
   }
 

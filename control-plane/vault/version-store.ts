@@ -55,14 +55,22 @@ export class VersionStore {
    * `previous` (the old previous loses its label). `pending`: replaces any pending label.
    */
   async addVersion(client: PoolClient, v: { projectId: string; secretId: string; dataKey: Buffer; plaintext: Buffer; label: StoredLabel; dbUser: string | null; createdBy: string | null }): Promise<number> {
-    const version = ((await client.query<{ max: number | null }>({ name: 'version-max', text: 'SELECT max(version) AS max FROM secret_versions WHERE secret_id = $1', values: [v.secretId] })).rows[0]?.max ?? 0) + 1;
-    const ciphertext = seal(v.dataKey, 1, v.plaintext, { purpose: 'secret-value', projectId: v.projectId, secretId: v.secretId, secretVersion: version });
+    let max: number | null | undefined;
     if (v.label === 'current') {
+      max = (await client.query<{ max: number | null }>({ name: 'version-max', text: 'SELECT max(version) AS max FROM secret_versions WHERE secret_id = $1', values: [v.secretId] })).rows[0]?.max;
       await client.query("UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'previous'", [v.secretId]);
       await client.query("UPDATE secret_versions SET label = 'previous' WHERE secret_id = $1 AND label = 'current'", [v.secretId]);
     } else {
-      await client.query({ name: 'version-unlabel-pending', text: "UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'pending'", values: [v.secretId] });
+      // One round trip (a rotation's hot path): clear the old pending label and read the highest
+      // version; the SELECT sees the rows as before the UPDATE, and labels do not change the max.
+      max = (await client.query<{ max: number | null }>({
+        name: 'version-unlabel-pending-max',
+        text: "WITH cleared AS (UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'pending') SELECT max(version) AS max FROM secret_versions WHERE secret_id = $1",
+        values: [v.secretId],
+      })).rows[0]?.max;
     }
+    const version = (max ?? 0) + 1;
+    const ciphertext = seal(v.dataKey, 1, v.plaintext, { purpose: 'secret-value', projectId: v.projectId, secretId: v.secretId, secretVersion: version });
     const fingerprint = await this.fingerprint(client, v.projectId, v.plaintext);
     await client.query({ name: 'version-insert', text: 'INSERT INTO secret_versions (secret_id, version, ciphertext, label, created_by, db_user, fingerprint) VALUES ($1, $2, $3, $4, $5, $6, $7)', values: [v.secretId, version, ciphertext, v.label, v.createdBy, v.dbUser, fingerprint] });
     return version;

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { WebSocket } from 'ws';
+import { exportBoxPublicKey, generateBoxKeyPair, openSealed } from '../../shared/crypto/sealed-box.js';
 import { signRequest } from '../../shared/signing/request-signature.js';
 import { AGENT_CONNECT_PATH } from '../../shared/protocol/agent-messages.js';
 import { startHarness, type Harness } from '../support/control-plane-harness.js';
@@ -155,4 +156,23 @@ t.test('hub – sealing drops every agent socket; agents come back after unseal'
   await h.admin.ok('POST', '/v1/sys/unseal', { share: h.shares[1] }, { signed: false });
   await once(agent, 'connected', 10_000);
   t.ok(h.plane.hub.isConnected(identity.identityId), 'reconnected after unseal');
+});
+
+t.test('hub – commands are sealed to the agent\'s box key as stored now, even after it changed', async (t) => {
+  const h = await withProject(t, 'hub-box-key');
+  const identity = await enrollAgent(h.admin, 'p');
+  await h.admin.ok('PUT', '/v1/projects/p/secrets/db', { value: CANARY });
+  const sealedOf = async (commandId: string) => (await h.plane.pool.query<{ sealed: Buffer; generation: string }>('SELECT sealed, generation FROM agent_commands WHERE command_id = $1', [commandId])).rows[0]!;
+  const first = await h.admin.ok('POST', `/v1/agents/${identity.identityId}/commands`, { kind: 'secret.deliver', secret: 'db', sink: 'app' });
+  const second = await h.admin.ok('POST', `/v1/agents/${identity.identityId}/commands`, { kind: 'secret.deliver', secret: 'db', sink: 'app' });
+  const opened = openSealed(identity.boxPrivateKey, (await sealedOf(second.commandId)).sealed, { commandId: second.commandId, agentId: identity.identityId });
+  t.equal(opened.toString('utf8').includes(CANARY), true, 'the second command (key remembered from the first) opens with the agent\'s key');
+  const fresh = generateBoxKeyPair();
+  await h.plane.pool.query('UPDATE agents SET box_public_key = $2 WHERE agent_id = $1', [identity.identityId, exportBoxPublicKey(fresh.publicKey)]);
+  const third = await h.admin.ok('POST', `/v1/agents/${identity.identityId}/commands`, { kind: 'secret.deliver', secret: 'db', sink: 'app' });
+  const stored = await sealedOf(third.commandId);
+  t.equal(openSealed(fresh.privateKey, stored.sealed, { commandId: third.commandId, agentId: identity.identityId }).toString('utf8').includes(CANARY), true, 'after the change, sealed to the new key');
+  t.throws(() => openSealed(identity.boxPrivateKey, stored.sealed, { commandId: third.commandId, agentId: identity.identityId }), 'not to the old one');
+  const generations = await Promise.all([first, second, third].map(async (c) => Number((await sealedOf(c.commandId)).generation)));
+  t.same(generations, [generations[0], generations[0]! + 1, generations[0]! + 2], 'generations stay gap-free');
 });
