@@ -11,6 +11,7 @@ import { createApplier } from '../../agent/appliers/index.js';
 import type { Applier } from '../../agent/appliers/applier.js';
 import type { TargetConnection } from '../../agent/appliers/target.js';
 import { parseScramVerifier } from '../../agent/appliers/postgres-scram-verifier.js';
+import { eventually } from '../support/agents.js';
 import { applierConformance, randomPassword, type ApplierFixture } from '../support/applier-fixtures.js';
 import { freePort } from '../support/free-port.js';
 import { startScramPostgres } from '../support/scram-postgres.js';
@@ -126,5 +127,7 @@ t.test('postgres: terminateSessions – ends the user\'s live sessions', async (
   t.same(await applier.terminateSessions({ user }), { terminated: 1 }, 'one session ended');
   await broken;
   t.pass('the session saw its connection end');
+  // pg_terminate_backend only signals: the backend stays in pg_stat_activity until it has exited.
+  await eventually(async () => ((await superuser.query('SELECT 1 FROM pg_stat_activity WHERE usename = $1', [user])).rowCount === 0 ? true : undefined), 10_000, 'the backend to exit');
   t.same(await applier.terminateSessions({ user }), { terminated: 0 }, 'nothing left to end');
 });
