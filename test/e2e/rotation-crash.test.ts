@@ -48,7 +48,11 @@ t.test('kill -9 the agent after the database changed, before it reported: on res
 });
 
 t.test('kill the control plane after storing pending and the command, before the agent hears of it: after restart the run goes on', async (t) => {
-  const stack = await startRotationStack(t, cluster, { controlPlaneEnv: { SIKKER_TEST_CRASH_AT: 'before-announce' } });
+  // The apply command exists before the crash, so its expiry runs while the control plane is
+  // down and restarting: 60 s rather than the stack's 10 s, or under load it can expire first,
+  // and the (correct) retry after backoff would outlast the wait below.
+  const longExpiry = { SIKKER_ROTATION_COMMAND_SECONDS: '60' };
+  const stack = await startRotationStack(t, cluster, { controlPlaneEnv: { SIKKER_TEST_CRASH_AT: 'before-announce', ...longExpiry } });
   const checker = checkInvariant(stack);
   await stack.sikker(['rotate', 'shop/orders']).catch(() => undefined); // the control plane dies answering
   t.equal(await exited(stack.controlPlane), 'SIGKILL', 'the control plane died after storing pending');
@@ -56,8 +60,8 @@ t.test('kill the control plane after storing pending and the command, before the
     FROM rotation_runs r JOIN agent_commands c ON c.command_id = r.command_id
     JOIN targets tg ON tg.target_id = r.target_id JOIN secret_versions v ON v.secret_id = tg.secret_id AND v.version = r.pending_version`)).rows;
   t.match(stalled, [{ state: 'dispatched', command_state: 'pending', deliveries: 0, pending_label: 'pending' }], 'pending version and command stored together, nothing sent');
-  await stack.restartControlPlane();
-  await stack.waitRun(stalled[0].run_id, ['done', 'failed', 'parked']);
+  await stack.restartControlPlane(longExpiry);
+  await stack.waitRun(stalled[0].run_id, ['done', 'failed', 'parked'], 60_000);
   await agreeAfterwards(t, stack, stalled[0].run_id, checker);
 });
 

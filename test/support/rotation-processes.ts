@@ -163,10 +163,21 @@ export async function startRotationStack(t: Test, target: ScramPostgres | Proces
   const client = new SignedClient({ server, identity: loadIdentityFile(join(home, 'operator.json')), timeoutMs: 2000 });
   stack.fetchValue = async (version) => (await client.request('GET', `/v1/projects/shop/secrets/orders-db?version=${version}`, undefined, ReadSecretResponse)).value;
   stack.logsIn = (user, password) => database.logsIn(user ?? stack.role, password);
-  stack.waitRun = (runId, states, timeoutMs = 30_000) => eventually(async () => {
-    const row = (await dbPool.query<{ state: string }>('SELECT state FROM rotation_runs WHERE run_id = $1', [runId])).rows[0];
-    return row !== undefined && states.includes(row.state) ? row : undefined;
-  }, timeoutMs, `run to reach ${states.join('/')}`);
+  stack.waitRun = async (runId, states, timeoutMs = 30_000) => {
+    try {
+      return await eventually(async () => {
+        const row = (await dbPool.query<{ state: string }>('SELECT state FROM rotation_runs WHERE run_id = $1', [runId])).rows[0];
+        return row !== undefined && states.includes(row.state) ? row : undefined;
+      }, timeoutMs, `run to reach ${states.join('/')}`);
+    } catch (err) {
+      // Say where it stood: the run, its steps and its commands (ids, kinds, states; no secrets).
+      const run = (await dbPool.query('SELECT state, attempt, error_code, next_action_at, command_id FROM rotation_runs WHERE run_id = $1', [runId])).rows[0];
+      const steps = (await dbPool.query('SELECT seq, step, at FROM rotation_steps WHERE run_id = $1 ORDER BY seq', [runId])).rows;
+      const commands = (await dbPool.query('SELECT command_id, kind, state, deliveries, issued_at, expires_at, completed_at FROM agent_commands ORDER BY generation')).rows;
+      const agents = (await dbPool.query('SELECT agent_id, last_heartbeat_at, replica_id FROM agents')).rows;
+      throw new Error(`${(err as Error).message}\nrun: ${JSON.stringify(run)}\nsteps: ${JSON.stringify(steps)}\ncommands: ${JSON.stringify(commands)}\nagents: ${JSON.stringify(agents)}\nnow: ${new Date().toISOString()}`);
+    }
+  };
   return stack;
 }
 
