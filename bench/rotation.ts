@@ -36,6 +36,7 @@ import pg from 'pg';
 import { createApplier } from '../agent/appliers/index.js';
 import { journalPath } from '../agent/state/state-dir.js';
 import { cleanupRedisPrefix, createTestDatabase, uniqueRedisPrefix, type TestDatabase } from '../test/support/databases.js';
+import { postgresLogsIn } from '../test/support/postgres-login.js';
 import { startScramPostgres, type ScramPostgres } from '../test/support/scram-postgres.js';
 import { REDIS_PORT, SERVICE_HOST } from '../test/support/services.js';
 import type { TestClient } from '../test/support/test-client.js';
@@ -115,8 +116,8 @@ export async function run(): Promise<Record<string, unknown>> {
 
     // --- checks and diagnostics ---------------------------------------------------------------------
     const current = (await admin.ok('GET', `/v1/projects/${PROJECT}/secrets/${TARGET}-password`)) as { value: string };
-    if (!(await logsIn(cluster.port, targetRole, current.value))) throw new Error('the committed password does not log in');
-    if (await logsIn(cluster.port, targetRole, adopted)) throw new Error('the adopted (first) password still logs in');
+    if (!(await postgresLogsIn(cluster.port, targetRole, current.value))) throw new Error('the committed password does not log in');
+    if (await postgresLogsIn(cluster.port, targetRole, adopted)) throw new Error('the adopted (first) password still logs in');
     progress('the committed password logs in, the first one is refused; collecting the step timestamps');
     const parts = await breakdown(db.url, samples);
     progress(`diagnostic: the agent's applier in this process, ${APPLIER_ITERATIONS} × (admin connect + SCRAM verifier + ALTER ROLE + fresh login + close)`);
@@ -311,21 +312,6 @@ function journalWrites(dir: string, count: number): number[] {
     rmSync(path, { force: true });
   }
   return out;
-}
-
-async function logsIn(port: number, user: string, password: string): Promise<boolean> {
-  const client = new pg.Client({ host: '127.0.0.1', port, database: 'postgres', user, password, connectionTimeoutMillis: 5000 });
-  client.on('error', () => undefined);
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-    return true;
-  } catch (err) {
-    if ((err as { code?: string }).code === '28P01') return false;
-    throw err;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
 }
 
 /** 32 URL-safe characters (the generator's default length). */

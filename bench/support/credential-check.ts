@@ -3,7 +3,7 @@
  * password is refused and every current one logs in, and every leak report through
  * the API says `neutralised`.
  */
-import pg from 'pg';
+import { postgresLogsIn } from '../../test/support/postgres-login.js';
 import type { TestClient } from '../../test/support/test-client.js';
 import { inLanes, type FleetTarget } from './leak-fleet.js';
 
@@ -15,22 +15,6 @@ export interface CredentialCheck {
   notRotated: number;
   /** Up to five target names that failed a check, with what failed. */
   failures: string[];
-}
-
-/** Logs in as `user`: true when accepted, false when the password is refused (28P01); other errors reject. */
-export async function logsIn(port: number, user: string, password: string): Promise<boolean> {
-  const client = new pg.Client({ host: '127.0.0.1', port, database: 'postgres', user, password, connectionTimeoutMillis: 10_000 });
-  client.on('error', () => undefined); // surfaced through connect/query
-  try {
-    await client.connect();
-    await client.query('SELECT 1');
-    return true;
-  } catch (err) {
-    if ((err as { code?: string }).code === '28P01') return false;
-    throw err;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
 }
 
 /** For every target: the leaked password is refused, the current version (read through the API) logs in. */
@@ -46,9 +30,9 @@ export async function checkCredentials(admin: TestClient, project: string, port:
       out.notRotated += 1;
       fail(`${t.name}: current version ${current.version} is the leaked one`);
     }
-    if (await logsIn(port, t.role, t.adopted)) fail(`${t.name}: the leaked password still logs in`);
+    if (await postgresLogsIn(port, t.role, t.adopted, 10_000)) fail(`${t.name}: the leaked password still logs in`);
     else out.oldRefused += 1;
-    if (await logsIn(port, t.role, current.value)) out.newLogsIn += 1;
+    if (await postgresLogsIn(port, t.role, current.value, 10_000)) out.newLogsIn += 1;
     else fail(`${t.name}: the current password (version ${current.version}) is refused`);
   });
   return out;

@@ -5,7 +5,7 @@ import type { Pool } from 'pg';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
-import { AGENT_CONNECT_PATH, AgentToHub, MAX_FRAGMENTS, MAX_MESSAGE_BYTES } from '../../shared/protocol/agent-messages.js';
+import { AGENT_CONNECT_PATH, AgentToHub, MAX_FRAGMENTS, MAX_MESSAGE_BYTES, type CommandResult } from '../../shared/protocol/agent-messages.js';
 import type { AuditBatcher } from '../audit/audit-batcher.js';
 import type { RequestAuthenticator } from '../auth/request-authenticator.js';
 import { statusFor } from '../http/error-mapping.js';
@@ -15,14 +15,6 @@ import { disabledAmong, isActiveAgent, markConnected, markDisconnected, recordHe
 import type { CommandBus } from './command-bus.js';
 import { agentsWithOpenCommands, completeCommand, expireCommands, markAccepted, markDelivered, openCommands } from './command-dal.js';
 import type { CommandService } from './command-service.js';
-
-/** A command's outcome as the agent reported it. */
-export interface AgentResult {
-  commandId: string;
-  outcome: 'succeeded' | 'failed';
-  result: Record<string, unknown>;
-  error: { code: string; message: string } | null;
-}
 
 export interface HubOptions {
   replicaId: string;
@@ -59,7 +51,7 @@ export class HubServer {
   private bus: CommandBus | null = null;
   private readonly trust: ((addr: string, i: number) => boolean) | null;
   private readonly finishedListeners: Array<(commandId: string) => void> = [];
-  private readonly resultListeners: Array<(agentId: string, result: AgentResult) => void> = [];
+  private readonly resultListeners: Array<(agentId: string, result: CommandResult) => void> = [];
 
   constructor(
     private readonly deps: { pool: Pool; authenticator: RequestAuthenticator; audit: AuditBatcher; root: RootKeyHolder; commands: CommandService; logger: Logger },
@@ -78,7 +70,7 @@ export class HubServer {
    * rotation engine starts its next step meanwhile). `onCommandFinished` still follows once
    * the result is stored; only that one says it was the first report of the command.
    */
-  onResultReceived(listener: (agentId: string, result: AgentResult) => void): void {
+  onResultReceived(listener: (agentId: string, result: CommandResult) => void): void {
     this.resultListeners.push(listener);
   }
 
@@ -249,7 +241,7 @@ export class HubServer {
     }
   }
 
-  private async recordResult(conn: AgentConnection, r: AgentResult, log: Logger): Promise<void> {
+  private async recordResult(conn: AgentConnection, r: CommandResult, log: Logger): Promise<void> {
     conn.sent.delete(r.commandId);
     for (const listener of this.resultListeners) listener(conn.agentId, r);
     const changed = await completeCommand(this.deps.pool, conn.agentId, r.commandId, r.outcome, r.result, r.error, { evenIfExpired: true });

@@ -6,7 +6,7 @@ import type { AuditChainWriter } from '../audit/audit-appender.js';
 import { requireProjectAction } from '../auth/authorize.js';
 import { withTransaction } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
-import { findPolicy, insertRun, addStep, openRunOf, type PolicyRow, type RunRow, type TargetRow } from '../rotation/rotation-dal.js';
+import { addSteps, findPolicy, insertRun, openRunOf, type PolicyRow, type RunRow, type TargetRow } from '../rotation/rotation-dal.js';
 import type { RotationEngine } from '../rotation/rotation-engine.js';
 import { userForNextRun } from '../rotation/policy-rules.js';
 import type { ProjectService } from '../vault/project-service.js';
@@ -157,7 +157,7 @@ export class LeakService {
     if (open !== null) {
       if (open.pending_version === leaked) throw new SikkerError('ERR_ROTATION_IN_FLIGHT', `the leaked version is the one run ${open.run_id} is putting in place; run the leak again when it ends`, { retryable: true });
       await client.query(`UPDATE rotation_runs SET grace_seconds = 0, next_action_at = CASE WHEN state = 'committed' THEN now() ELSE next_action_at END WHERE run_id = $1`, [open.run_id]);
-      await addStep(client, open.run_id, 'leak reported: grace cut to 0', { leakedVersion: leaked });
+      await addSteps(client, open.run_id, [{ step: 'leak reported: grace cut to 0', detail: { leakedVersion: leaked }, at: new Date() }]);
       return { runId: open.run_id, joined: true };
     }
     const policy = await findPolicy(client, target.target_id);

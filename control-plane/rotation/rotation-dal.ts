@@ -178,14 +178,6 @@ export async function updateRun(db: Queryable, runId: string, change: RunChange)
   await db.query({ name: shapeName('run-update', keys), text: `UPDATE rotation_runs SET ${[...sets, 'updated_at = now()'].join(', ')} WHERE run_id = $1`, values: [runId, ...keys.map((k) => change[k])] });
 }
 
-export async function addStep(db: Queryable, runId: string, step: string, detail: Record<string, unknown> = {}): Promise<void> {
-  await db.query(
-    `INSERT INTO rotation_steps (run_id, seq, step, detail)
-     VALUES ($1, (SELECT COALESCE(max(seq), 0) + 1 FROM rotation_steps WHERE run_id = $1), $2, $3)`,
-    [runId, step, JSON.stringify(detail)],
-  );
-}
-
 export interface RunStep {
   step: string;
   detail: Record<string, unknown>;

@@ -2,12 +2,12 @@ import type { Pool, PoolClient } from 'pg';
 import { zero } from '../../shared/crypto/aead.js';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
+import type { CommandResult } from '../../shared/protocol/agent-messages.js';
 import { PolicySpec } from '../../shared/protocol/rotation-api.js';
 import type { AuditChainWriter } from '../audit/audit-appender.js';
 import type { AuditDraft } from '../audit/audit-types.js';
 import { withTransaction } from '../db/transaction.js';
 import { findCommand, type CommandRow } from '../hub/command-dal.js';
-import type { AgentResult } from '../hub/hub-server.js';
 import type { CommandService } from '../hub/command-service.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import type { VersionStore } from '../vault/version-store.js';
@@ -72,7 +72,7 @@ export class RotationEngine {
   /** Commands issued here that a run waits for: command id → run id (bounded; the database is the fallback). */
   private readonly waiting = new Map<string, string>();
   /** Results reported by agents and not yet stored by the hub, by command id (used once, then dropped). */
-  private readonly reported = new Map<string, { agentId: string; result: AgentResult }>();
+  private readonly reported = new Map<string, { agentId: string; result: CommandResult }>();
 
   constructor(
     private readonly pool: Pool,
@@ -158,7 +158,7 @@ export class RotationEngine {
    * it (the step checks that the reporting agent is the target's). Returns whether a run
    * was waiting; otherwise the hub's stored result advances it as before.
    */
-  resultArrived(agentId: string, result: AgentResult): boolean {
+  resultArrived(agentId: string, result: CommandResult): boolean {
     const runId = this.waiting.get(result.commandId);
     if (runId === undefined) return false;
     this.waiting.delete(result.commandId);
@@ -205,7 +205,7 @@ export class RotationEngine {
       // Whoever created the run read the target just before another run committed (the
       // insert waited for that run to release the target): start from what is current now,
       // or the restore password and the later revoke would name the wrong version.
-      await ctx.change({ previous_version: target.current_version, db_user: userForNextRun({ strategy: ctx.run.strategy, user: target.spec.user, alternate_user: target.alternate_user, current_user: target.current_user }) },
+      ctx.change({ previous_version: target.current_version, db_user: userForNextRun({ strategy: ctx.run.strategy, user: target.spec.user, alternate_user: target.alternate_user, current_user: target.current_user }) },
         'previous version re-read', { previous: target.current_version });
     }
     const { client, run } = ctx;
@@ -220,8 +220,8 @@ export class RotationEngine {
       } finally {
         zero(dataKey);
       }
-      await ctx.change({ state: 'pending', pending_version: version, next_action_at: new Date() }, 'pending stored', { version, user: run.db_user, attempt: run.attempt });
-      await ctx.audit('rotation.pending', 'success', version, { attempt: run.attempt });
+      ctx.change({ state: 'pending', pending_version: version, next_action_at: new Date() }, 'pending stored', { version, user: run.db_user, attempt: run.attempt });
+      ctx.audit('rotation.pending', 'success', version, { attempt: run.attempt });
       // Dispatch in the same transaction: the command becomes visible (and can be sent) only
       // when this commits, and the pending version commits with it.
       return await this.dispatch(ctx, password);
@@ -233,9 +233,9 @@ export class RotationEngine {
   /** `pendingPassword`: the pending version's value when the caller has it in hand (else it is decrypted). */
   private async dispatch(ctx: StepContext, pendingPassword?: Buffer): Promise<StepOutcome> {
     const issued = await this.runCommands.apply(ctx.client, ctx.run, ctx.target, pendingPassword);
-    await ctx.change({ state: 'dispatched', command_id: issued.commandId, failures: 0, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) },
+    ctx.change({ state: 'dispatched', command_id: issued.commandId, failures: 0, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) },
       'dispatched to agent', { commandId: issued.commandId, agentId: ctx.target.agent_id, user: ctx.run.db_user, strategy: ctx.run.strategy });
-    await ctx.audit('rotation.dispatch', 'issued', ctx.run.pending_version, { commandId: issued.commandId });
+    ctx.audit('rotation.dispatch', 'issued', ctx.run.pending_version, { commandId: issued.commandId });
     return { again: false, announce: [ctx.target.agent_id], alert: null, waitsFor: ctx.run.command_id };
   }
 
@@ -244,12 +244,12 @@ export class RotationEngine {
     if (command === 'wait') return null;
     if (command === 'timeout') return this.toUncertain(ctx, 'ERR_ROTATION_TIMEOUT', 'the agent did not report within the command timeout');
     if (command.state === 'succeeded') {
-      await ctx.step('applied and verified by agent', { commandId: command.command_id, ...command.result });
+      ctx.step('applied and verified by agent', { commandId: command.command_id, ...command.result });
       return this.commit(ctx, 'verified');
     }
     const code = command.error?.code ?? (command.state === 'expired' ? 'ERR_COMMAND_EXPIRED' : 'ERR_INTERNAL');
     const message = command.error?.message ?? `the command ended ${command.state}`;
-    await ctx.step(`agent reported ${command.state}`, { commandId: command.command_id, code, message });
+    ctx.step(`agent reported ${command.state}`, { commandId: command.command_id, code, message });
     if (command.state === 'rejected') return this.retryOrPark(ctx, code, message, true); // never run: nothing changed
     if (command.state === 'expired' && command.deliveries === 0) {
       return this.retryOrPark(ctx, 'ERR_AGENT_UNREACHABLE', 'the agent did not take the command before it expired (offline?)', true); // never sent: nothing changed
@@ -268,11 +268,11 @@ export class RotationEngine {
         `UPDATE agent_commands SET state = 'expired', completed_at = COALESCE(completed_at, now()), sealed = NULL
           WHERE command_id = $1 AND (state = 'pending' OR (state = 'expired' AND deliveries = 0))`, [ctx.run.command_id]);
       if (cancelled.rowCount === 1) {
-        await ctx.step('never delivered: cancelled', { commandId: ctx.run.command_id });
+        ctx.step('never delivered: cancelled', { commandId: ctx.run.command_id });
         return this.retryOrPark(ctx, 'ERR_AGENT_UNREACHABLE', 'the agent did not take the command before it expired (offline?)', true);
       }
     }
-    await ctx.change({ state: 'uncertain', command_id: null, error_code: code, error_message: message, next_action_at: new Date() }, 'outcome uncertain: reconciling', { code });
+    ctx.change({ state: 'uncertain', command_id: null, error_code: code, error_message: message, next_action_at: new Date() }, 'outcome uncertain: reconciling', { code });
     return { again: true, announce: [], alert: null };
   }
 
@@ -280,8 +280,8 @@ export class RotationEngine {
     const { run } = ctx;
     if (run.command_id === null) {
       const issued = await this.runCommands.check(ctx.client, run, ctx.target);
-      await ctx.change({ command_id: issued.commandId, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) }, 'asked agent which credential logs in', { commandId: issued.commandId });
-      await ctx.audit('rotation.reconcile', 'issued', run.pending_version, { commandId: issued.commandId });
+      ctx.change({ command_id: issued.commandId, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) }, 'asked agent which credential logs in', { commandId: issued.commandId });
+      ctx.audit('rotation.reconcile', 'issued', run.pending_version, { commandId: issued.commandId });
       return { again: false, announce: [ctx.target.agent_id], alert: null, waitsFor: ctx.run.command_id };
     }
     const command = await this.waitedCommand(ctx);
@@ -292,17 +292,17 @@ export class RotationEngine {
       if (run.state === 'parked' || failures >= run.max_attempts) {
         // Parked, but still holding the target: the new password may be live, so no new run may start.
         const first = run.state !== 'parked';
-        await ctx.change({ state: 'parked', command_id: null, failures, next_action_at: new Date(Date.now() + PARKED_RECHECK_MS), error_code: 'ERR_ROTATION_UNCERTAIN', error_message: `cannot tell whether the new password took effect (${reason}); the target stays held and is checked hourly` },
+        ctx.change({ state: 'parked', command_id: null, failures, next_action_at: new Date(Date.now() + PARKED_RECHECK_MS), error_code: 'ERR_ROTATION_UNCERTAIN', error_message: `cannot tell whether the new password took effect (${reason}); the target stays held and is checked hourly` },
           first ? 'parked: outcome unknown' : 'check failed again', { reason, failures });
-        if (first) await ctx.audit('rotation.parked', 'failure', run.pending_version, { code: 'ERR_ROTATION_UNCERTAIN' });
+        if (first) ctx.audit('rotation.parked', 'failure', run.pending_version, { code: 'ERR_ROTATION_UNCERTAIN' });
         if (first) await this.finishLeaks(ctx, 'exposed', `ERR_ROTATION_UNCERTAIN: ${reason}`);
         return { again: false, announce: [], alert: first ? ctx.alert('rotation.parked', 'ERR_ROTATION_UNCERTAIN', `cannot tell whether the new password took effect (${reason}); the target is held until a check succeeds`) : null };
       }
-      await ctx.change({ command_id: null, failures, next_action_at: backoff(await this.retryBase(ctx), failures) }, 'check failed; will ask again', { reason, failures });
+      ctx.change({ command_id: null, failures, next_action_at: backoff(await this.retryBase(ctx), failures) }, 'check failed; will ask again', { reason, failures });
       return { again: false, announce: [], alert: null };
     }
     const result = command.result ?? {};
-    await ctx.step('agent checked credentials', { pending: result.p ?? null, current: result.c ?? null });
+    ctx.step('agent checked credentials', { pending: result.p ?? null, current: result.c ?? null });
     if (result.p === 'ok') return this.commit(ctx, 'reconciled');
     if (result.c === 'ok') return this.retryOrPark(ctx, run.error_code ?? 'ERR_ROTATION_FAILED', run.error_message ?? 'the rotation did not take effect', false);
     // Neither logs in: someone else changed the password. Keep every version; a human must look.
@@ -320,11 +320,11 @@ export class RotationEngine {
     await client.query({ name: 'policy-last-run', text: 'UPDATE policies SET last_run_at = now() WHERE target_id = $1', values: [target.target_id] });
     const graceOver = previous === null || oldIsDead;
     const now = new Date();
-    await ctx.change(graceOver
+    ctx.change(graceOver
       ? { state: 'done', holds_target: false, committed_at: now, finished_at: now, next_action_at: null, command_id: null, error_code: null, error_message: null }
       : { state: 'committed', committed_at: now, command_id: null, failures: 0, next_action_at: new Date(now.getTime() + run.grace_seconds * 1000), error_code: null, error_message: null },
     `committed (${how})`, { version: run.pending_version, previous, graceSeconds: graceOver ? 0 : run.grace_seconds });
-    await ctx.audit('rotation.commit', 'success', run.pending_version, { how, previous, strategy: run.strategy });
+    ctx.audit('rotation.commit', 'success', run.pending_version, { how, previous, strategy: run.strategy });
     const announce = await this.deliverToSinks(ctx);
     if (run.trigger === 'leak') announce.push(...(await this.leakAfterCommit(ctx, previous)));
     if (graceOver) await this.finishLeaks(ctx, 'neutralised', null);
@@ -339,8 +339,8 @@ export class RotationEngine {
     try {
       for (const sink of target.sinks) {
         const issued = (await this.runCommands.deliver(client, target, sink, run.pending_version, value.plaintext)).commandId;
-        await ctx.step('sent to sink', { sink, commandId: issued });
-        await ctx.audit('secret.deliver', 'issued', run.pending_version, { agent: target.agent_id, commandId: issued, sink });
+        ctx.step('sent to sink', { sink, commandId: issued });
+        ctx.audit('secret.deliver', 'issued', run.pending_version, { agent: target.agent_id, commandId: issued, sink });
       }
     } finally {
       zero(value.plaintext);
@@ -351,9 +351,9 @@ export class RotationEngine {
   private async startRevoke(ctx: StepContext): Promise<StepOutcome | null> {
     if (ctx.run.next_action_at !== null && ctx.run.next_action_at.getTime() > Date.now()) return null; // grace not over
     const issued = await this.runCommands.revoke(ctx.client, ctx.run, ctx.target);
-    await ctx.change({ state: 'revoking', command_id: issued.commandId, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) },
+    ctx.change({ state: 'revoking', command_id: issued.commandId, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) },
       'grace over: revoking previous', { commandId: issued.commandId, version: ctx.run.previous_version });
-    await ctx.audit('rotation.revoke.dispatch', 'issued', ctx.run.previous_version, { commandId: issued.commandId });
+    ctx.audit('rotation.revoke.dispatch', 'issued', ctx.run.previous_version, { commandId: issued.commandId });
     return { again: false, announce: [ctx.target.agent_id], alert: null, waitsFor: ctx.run.command_id };
   }
 
@@ -364,14 +364,14 @@ export class RotationEngine {
     if (command !== 'timeout' && command.state === 'succeeded') {
       if (run.previous_version !== null) await this.versions.revoke(ctx.client, ctx.target.secret_id, run.previous_version);
       const now = new Date();
-      await ctx.change({ state: 'done', holds_target: false, finished_at: now, command_id: null, next_action_at: null }, 'previous revoked', { version: run.previous_version, outcome: command.result?.outcome ?? null });
-      await ctx.audit('rotation.revoke', 'success', run.previous_version, {});
+      ctx.change({ state: 'done', holds_target: false, finished_at: now, command_id: null, next_action_at: null }, 'previous revoked', { version: run.previous_version, outcome: command.result?.outcome ?? null });
+      ctx.audit('rotation.revoke', 'success', run.previous_version, {});
       await this.finishLeaks(ctx, 'neutralised', null);
       return { again: false, announce: [], alert: null };
     }
     const failures = run.failures + 1;
     const reason = command === 'timeout' ? 'the agent did not answer' : `${command.error?.code ?? command.state}: ${command.error?.message ?? ''}`;
-    await ctx.change({ state: 'committed', command_id: null, failures, next_action_at: backoff(await this.retryBase(ctx), failures) }, 'revoke failed; will try again', { reason, failures });
+    ctx.change({ state: 'committed', command_id: null, failures, next_action_at: backoff(await this.retryBase(ctx), failures) }, 'revoke failed; will try again', { reason, failures });
     return { again: false, announce: [], alert: failures === ALERT_AFTER_FAILURES ? ctx.alert('rotation.revoke-stuck', 'ERR_ROTATION_REVOKE', `the previous password still logs in: ${reason}`) : null };
   }
 
@@ -383,17 +383,17 @@ export class RotationEngine {
     const base = await this.retryBase(ctx);
     // A refused password is retried at once with a new one; anything else backs off with jitter.
     const at = code === 'ERR_APPLIER_REJECTED_PASSWORD' && !countAsUnreachable ? new Date() : backoff(base, run.attempt);
-    await ctx.change({ state: 'created', attempt: run.attempt + 1, pending_version: null, command_id: null, failures: 0, error_code: code, error_message: message, next_action_at: at },
+    ctx.change({ state: 'created', attempt: run.attempt + 1, pending_version: null, command_id: null, failures: 0, error_code: code, error_message: message, next_action_at: at },
       'attempt failed; retrying with a new password', { code, message, retryAt: at.toISOString() });
-    await ctx.audit('rotation.retry', 'failure', run.pending_version, { code, attempt: run.attempt });
+    ctx.audit('rotation.retry', 'failure', run.pending_version, { code, attempt: run.attempt });
     return { again: at.getTime() <= Date.now(), announce: [], alert: null };
   }
 
   private async park(ctx: StepContext, code: string, message: string, discardPending: boolean): Promise<StepOutcome> {
     const { run } = ctx;
     if (discardPending && run.pending_version !== null) await this.versions.revoke(ctx.client, ctx.target.secret_id, run.pending_version);
-    await ctx.change({ state: 'parked', holds_target: false, finished_at: new Date(), command_id: null, next_action_at: null, error_code: code, error_message: message }, 'parked', { code, message });
-    await ctx.audit('rotation.parked', 'failure', run.pending_version, { code });
+    ctx.change({ state: 'parked', holds_target: false, finished_at: new Date(), command_id: null, next_action_at: null, error_code: code, error_message: message }, 'parked', { code, message });
+    ctx.audit('rotation.parked', 'failure', run.pending_version, { code });
     await this.finishLeaks(ctx, 'exposed', `${code}: ${message}`);
     return { again: false, announce: [], alert: ctx.alert('rotation.parked', code, message) };
   }
@@ -416,8 +416,8 @@ export class RotationEngine {
     if (leak?.kill_sessions !== true || previous === null) return [];
     const user = (await client.query<{ db_user: string | null }>('SELECT db_user FROM secret_versions WHERE secret_id = $1 AND version = $2', [target.secret_id, previous])).rows[0]?.db_user ?? target.spec.user;
     const issued = await this.runCommands.terminate(client, run, target, user);
-    await ctx.step('ending the user\'s live sessions', { commandId: issued.commandId, user });
-    await ctx.audit('rotation.sessions.terminate', 'issued', previous, { commandId: issued.commandId });
+    ctx.step('ending the user\'s live sessions', { commandId: issued.commandId, user });
+    ctx.audit('rotation.sessions.terminate', 'issued', previous, { commandId: issued.commandId });
     return [target.agent_id];
   }
 
@@ -461,7 +461,7 @@ function remember<V>(map: Map<string, V>, key: string, value: V): void {
  * The command row as it will be once the hub stores `result`. A step reads only the id,
  * state, result, error and deliveries; the rest is filler, never written anywhere.
  */
-function reportedCommand(commandId: string, agentId: string, r: AgentResult): CommandRow {
+function reportedCommand(commandId: string, agentId: string, r: CommandResult): CommandRow {
   const now = new Date();
   return {
     command_id: commandId, agent_id: agentId, generation: '0', kind: '', payload: {}, sealed: null, state: r.outcome, issued_by: null,
@@ -502,17 +502,17 @@ class StepContext {
     this.steps.push({ step, detail, at: new Date() });
   }
 
-  async change(change: RunChange, step: string, detail: Record<string, unknown>): Promise<void> {
+  change(change: RunChange, step: string, detail: Record<string, unknown>): void {
     Object.assign(this.runChanges, change);
     this.steps.push({ step, detail, at: new Date() });
     this.run = { ...this.run, ...change };
   }
 
-  async step(step: string, detail: Record<string, unknown>): Promise<void> {
+  step(step: string, detail: Record<string, unknown>): void {
     this.steps.push({ step, detail, at: new Date() });
   }
 
-  async audit(action: string, outcome: string, version: number | null, detail: AuditDraft['detail']): Promise<void> {
+  audit(action: string, outcome: string, version: number | null, detail: AuditDraft['detail']): void {
     this.audits.push({
       identityId: this.run.requested_by, sourceIp: null, action, projectId: this.target.project_id, secretId: this.target.secret_id, secretVersion: version,
       outcome, detail: { runId: this.run.run_id, target: this.target.name, ...detail },

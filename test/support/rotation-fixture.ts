@@ -8,6 +8,7 @@
  * MariaDB/MySQL, Redis …). {@link rotationFixture} is that fixture on a private
  * SCRAM PostgreSQL cluster ({@link startScramCluster}).
  */
+import { postgresLogsIn } from './postgres-login.js';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { Test } from 'tap';
@@ -146,20 +147,7 @@ export async function scramPostgresDatabase(t: Test, server: ScramPostgres): Pro
       roles.push(role);
       return role;
     },
-    async logsIn(user, password) {
-      const client = new pg.Client({ host: '127.0.0.1', port: server.port, database: 'postgres', user, password, connectionTimeoutMillis: 5000 });
-      client.on('error', () => undefined);
-      try {
-        await client.connect();
-        await client.query('SELECT 1');
-        return true;
-      } catch (err) {
-        if ((err as { code?: string }).code === '28P01') return false;
-        throw err;
-      } finally {
-        await client.end().catch(() => undefined);
-      }
-    },
+    logsIn: (user, password) => postgresLogsIn(server.port, user, password),
   };
 }
 

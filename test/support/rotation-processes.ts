@@ -4,6 +4,7 @@
  * private SCRAM PostgreSQL cluster, the `sikker` CLI, and one managed role registered as
  * target `shop/orders` (password adopted, preflight passed).
  */
+import { postgresLogsIn } from './postgres-login.js';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -49,19 +50,7 @@ export async function scramPostgresDatabase(cluster: ScramPostgres): Promise<Pro
       return role;
     },
     targetArgs: (user) => ['--engine', 'postgres', '--host', '127.0.0.1', '--port', String(cluster.port), '--database', 'postgres', '--user', user],
-    async logsIn(user, password) {
-      const c = new pg.Client({ host: '127.0.0.1', port: cluster.port, database: 'postgres', user, password, connectionTimeoutMillis: 5000 });
-      c.on('error', () => undefined);
-      try {
-        await c.connect();
-        return true;
-      } catch (err) {
-        if ((err as { code?: string }).code === '28P01') return false;
-        throw err;
-      } finally {
-        await c.end().catch(() => undefined);
-      }
-    },
+    logsIn: (user, password) => postgresLogsIn(cluster.port, user, password),
     async cleanup() {
       for (const role of roles) await superuser.query(`DROP ROLE IF EXISTS ${role}`).catch(() => undefined);
       await superuser.end();
