@@ -132,16 +132,17 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
 
   const alerter = new Alerter(config.rotation.alertWebhookUrl, logger);
   const engine = new RotationEngine(pool, versionStore, commands, chain, root, alerter, logger,
-    { commandTimeoutMs: config.rotation.commandTimeoutMs, crashAt: config.rotation.crashAt }, (agentId) => commands.announce(agentId));
+    { commandTimeoutMs: config.rotation.commandTimeoutMs, crashAt: config.rotation.crashAt },
+    { claimWithin: (client, agentId) => hub.claimWithin(client, agentId), sendClaimed: (claim) => hub.sendClaimed(claim), announce: (agentId) => commands.announce(agentId) });
   const targets = new TargetService(pool, projects, versionStore, commands, chain, logger, staleSeconds);
   const policies = new PolicyService(pool, targets, chain, logger);
   const rotations = new RotationService(pool, projects, targets, engine, chain, logger);
   const scheduler = new RotationScheduler(pool, chain, engine, root, logger, { redisUrl: config.redisUrl, redisPrefix: config.redisPrefix, sweepMs: config.rotation.sweepMs },
     () => versionStore.backfillFingerprints(pool, 100));
-  // A result starts the waiting run's next step as soon as it is read (while the hub stores
-  // it); once stored, it advances the run again if it is still waiting (a no-op when the first
-  // pass finished; the sweep is the last safety net).
-  hub.onResultReceived((agentId, result) => void engine.resultArrived(agentId, result));
+  // A result a run of this replica waits for is stored by that run's next step, which starts
+  // as soon as the frame is read; any other result is stored by the hub and then advances the
+  // run waiting for it, if any (the sweep is the last safety net).
+  hub.setResultClaimer((agentId, result, origin) => engine.resultArrived(agentId, result, origin));
   hub.onCommandFinished((commandId) => {
     void (async () => {
       const runId = await runWaitingFor(pool, commandId);

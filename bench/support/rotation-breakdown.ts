@@ -34,9 +34,9 @@ const POINTS: Array<{ key: string; label: string }> = [
   { key: 'created', label: 'trigger sent → run created (HTTP, auth, target, insert)' },
   { key: 'pendingStored', label: 'created → pending stored (password, encrypt, audit)' },
   { key: 'dispatched', label: 'pending stored → dispatched (decrypt, seal, command, audit)' },
-  { key: 'delivered', label: 'dispatched → delivered (commit, Redis announce, send frame)' },
-  { key: 'completed', label: 'delivered → result stored (agent: journal, apply, verify, journal)' },
-  { key: 'applied', label: 'result stored → applied step (hub → engine, lock run)' },
+  { key: 'delivered', label: 'dispatched → delivered (counted in the start transaction)' },
+  { key: 'completed', label: 'delivered → result stored (commit, send, agent\'s apply + verify)' },
+  { key: 'applied', label: 'result stored → applied step (lock run, store result)' },
   { key: 'committed', label: 'applied → committed (promote, audit)' },
 ];
 

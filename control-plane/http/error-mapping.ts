@@ -34,8 +34,9 @@ export function statusFor(code: ErrorCode): number {
 
 /** Turns framework errors (body too large, bad content type) into our codes. */
 function fromFastify(err: FastifyError): SikkerError {
-  // PostgreSQL unique violation: two requests raced to create the same thing.
-  if ((err as { code?: unknown }).code === '23505') return new SikkerError('ERR_CONFLICT', 'a concurrent request created the same thing; retry', { retryable: true });
+  // PostgreSQL unique or exclusion violation (e.g. two versions claiming one label): two requests raced to create the same thing.
+  const code = (err as { code?: unknown }).code;
+  if (code === '23505' || code === '23P01') return new SikkerError('ERR_CONFLICT', 'a concurrent request created the same thing; retry', { retryable: true });
   if (err.statusCode === 413) return new SikkerError('ERR_VALIDATION', 'request body too large');
   if (err.statusCode === 415) return new SikkerError('ERR_VALIDATION', 'request body must be application/json');
   if (err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500) return new SikkerError('ERR_VALIDATION', 'malformed request');

@@ -55,6 +55,27 @@ export async function openCommands(db: Queryable, agentId: string): Promise<Comm
   return (await db.query<CommandRow>({ name: 'commands-open', text: `SELECT * FROM agent_commands WHERE agent_id = $1 AND state = ANY($2::text[]) AND expires_at > now() ORDER BY generation`, values: [agentId, OPEN_STATES] })).rows;
 }
 
+/**
+ * In the caller's transaction: marks the agent's open, unexpired commands other than
+ * `except` (those already sent on its socket, or held by it) as delivered and returns
+ * them, oldest generation first, to be sent once the transaction commits. Rows another
+ * transaction has locked are skipped, never waited for: they are being finished,
+ * cancelled or claimed there, and the hub's sweep sends anything left open.
+ */
+export async function claimOpenCommands(client: PoolClient, agentId: string, except: string[]): Promise<CommandRow[]> {
+  return (await client.query<CommandRow>({
+    name: 'commands-claim',
+    text: `WITH claimed AS (
+             UPDATE agent_commands c SET deliveries = c.deliveries + 1, delivered_at = clock_timestamp(), state = CASE WHEN c.state = 'pending' THEN 'delivered' ELSE c.state END
+              WHERE c.command_id IN (SELECT command_id FROM agent_commands
+                                      WHERE agent_id = $1 AND state = ANY($2::text[]) AND expires_at > now() AND command_id <> ALL($3::uuid[])
+                                        FOR UPDATE SKIP LOCKED)
+             RETURNING c.*)
+           SELECT * FROM claimed ORDER BY generation`,
+    values: [agentId, OPEN_STATES, except],
+  })).rows;
+}
+
 export async function markDelivered(db: Queryable, commandIds: string[]): Promise<void> {
   if (commandIds.length === 0) return;
   await db.query({ name: 'commands-delivered', text: `UPDATE agent_commands SET deliveries = deliveries + 1, delivered_at = now(),

@@ -1,7 +1,7 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import proxyaddr from 'proxy-addr';
-import type { Pool } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
@@ -13,7 +13,7 @@ import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import { AgentConnection } from './agent-connection.js';
 import { disabledAmong, isActiveAgent, markConnected, markDisconnected, recordHello, touchHeartbeats } from './agent-dal.js';
 import type { CommandBus } from './command-bus.js';
-import { agentsWithOpenCommands, completeCommand, expireCommands, markAccepted, markDelivered, openCommands } from './command-dal.js';
+import { agentsWithOpenCommands, claimOpenCommands, completeCommand, expireCommands, markAccepted, markDelivered, openCommands, type CommandRow } from './command-dal.js';
 import type { CommandService } from './command-service.js';
 
 export interface HubOptions {
@@ -26,6 +26,15 @@ export interface HubOptions {
 }
 
 type AgentMessage = ReturnType<typeof AgentToHub.parse>;
+
+/** Commands counted as delivered in a transaction, to send on `conn` once it commits ({@link HubServer.claimWithin}). */
+export interface ClaimedDelivery {
+  readonly conn: AgentConnection;
+  readonly rows: CommandRow[];
+}
+
+/** See {@link HubServer.setResultClaimer}. */
+export type ResultClaimer = (agentId: string, result: CommandResult, origin: { sourceIp: string | null; projectId: string | null }) => Promise<boolean> | null;
 
 /**
  * Messages one agent may have waiting for handling beyond two per command sent to it and
@@ -51,7 +60,7 @@ export class HubServer {
   private bus: CommandBus | null = null;
   private readonly trust: ((addr: string, i: number) => boolean) | null;
   private readonly finishedListeners: Array<(commandId: string) => void> = [];
-  private readonly resultListeners: Array<(agentId: string, result: CommandResult) => void> = [];
+  private resultClaimer: ResultClaimer | null = null;
 
   constructor(
     private readonly deps: { pool: Pool; authenticator: RequestAuthenticator; audit: AuditBatcher; root: RootKeyHolder; commands: CommandService; logger: Logger },
@@ -66,12 +75,14 @@ export class HubServer {
   }
 
   /**
-   * Called with an agent's result as soon as its frame is read, before it is stored (the
-   * rotation engine starts its next step meanwhile). `onCommandFinished` still follows once
-   * the result is stored; only that one says it was the first report of the command.
+   * Offers each agent result, as soon as its frame is read, to `claimer` (the rotation
+   * engine: a run waiting for the command stores the result with its next step). A claimed
+   * result is acknowledged to the agent once the claimer's promise says it was stored, and
+   * stored here when it says it was not; an unclaimed one (null) is stored here at once, and
+   * `onCommandFinished` follows. Results re-sent in a hello are always stored here.
    */
-  onResultReceived(listener: (agentId: string, result: CommandResult) => void): void {
-    this.resultListeners.push(listener);
+  setResultClaimer(claimer: ResultClaimer): void {
+    this.resultClaimer = claimer;
   }
 
   private commandFinished(commandId: string): void {
@@ -99,6 +110,34 @@ export class HubServer {
   deliverIfHere(agentId: string): void {
     const conn = this.connections.get(agentId);
     if (conn !== undefined) this.deliverSafely(conn);
+  }
+
+  /**
+   * For a transaction that stores a command for `agentId`: when this replica holds the
+   * agent's socket, counts every open command not yet sent on it as delivered within
+   * that transaction, to be sent by {@link sendClaimed} right after the commit — no
+   * reading back, no second commit. null when the agent is elsewhere (announce it then).
+   * As with {@link deliver}, a command is counted before it is sent, never the reverse.
+   */
+  async claimWithin(client: PoolClient, agentId: string): Promise<ClaimedDelivery | null> {
+    const conn = this.connections.get(agentId);
+    if (conn === undefined || !conn.ready || this.deps.root.isSealed()) return null;
+    return { conn, rows: await claimOpenCommands(client, agentId, [...conn.sent, ...conn.held]) };
+  }
+
+  /** After the claiming transaction committed: sends the claimed commands, in generation order. What cannot be sent now, the sweep or the next hello sends. */
+  sendClaimed(claim: ClaimedDelivery): void {
+    const { conn, rows } = claim;
+    if (this.connections.get(conn.agentId) !== conn) return; // that socket is gone; its successor's hello gets them
+    try {
+      for (const row of rows) {
+        if (conn.sent.has(row.command_id)) continue;
+        if (!conn.send({ type: 'command', ...this.deps.commands.envelopeFor(row) })) return;
+        conn.sent.add(row.command_id);
+      }
+    } catch (err) {
+      this.deps.logger.warn({ err, agentId: conn.agentId }, 'sending a claimed command failed; the sweep retries');
+    }
   }
 
   /** Delivery never throws into the event loop: a database or seal error is logged and the sweep tries again. */
@@ -224,9 +263,23 @@ export class HubServer {
       case 'accepted':
         await markAccepted(pool, conn.agentId, m.commandId);
         return;
-      case 'result':
-        await this.recordResult(conn, m, log);
+      case 'result': {
+        const claim = this.resultClaimer?.(conn.agentId, m, { sourceIp: conn.remoteAddress, projectId: conn.projectId }) ?? null;
+        if (claim === null) {
+          await this.recordResult(conn, m, log);
+          return;
+        }
+        // The waiting run stores it; this socket's next messages need not wait for that.
+        conn.sent.delete(m.commandId);
+        void claim
+          .then(async (storedByRun) => {
+            if (!storedByRun) return this.recordResult(conn, m, log);
+            log.info({ commandId: m.commandId, outcome: m.outcome }, 'command finished');
+            conn.send({ type: 'result-ack', commandId: m.commandId });
+          })
+          .catch((err: unknown) => log.error({ err, commandId: m.commandId }, 'storing an agent result failed; the agent sends it again at its next hello'));
         return;
+      }
       case 'rejected': {
         conn.sent.delete(m.commandId);
         log.warn({ commandId: m.commandId, code: m.code }, 'agent rejected a command');
@@ -243,7 +296,6 @@ export class HubServer {
 
   private async recordResult(conn: AgentConnection, r: CommandResult, log: Logger): Promise<void> {
     conn.sent.delete(r.commandId);
-    for (const listener of this.resultListeners) listener(conn.agentId, r);
     const changed = await completeCommand(this.deps.pool, conn.agentId, r.commandId, r.outcome, r.result, r.error, { evenIfExpired: true });
     if (changed) {
       log.info({ commandId: r.commandId, outcome: r.outcome }, 'command finished');

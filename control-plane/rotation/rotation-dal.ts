@@ -157,8 +157,22 @@ export async function openRunOf(db: Queryable, targetId: string): Promise<RunRow
 }
 
 /** Locks the run for one step; null when another replica holds it (it will advance it) or it does not exist. */
-export async function lockRun(db: Queryable, runId: string): Promise<RunRow | null> {
-  return (await db.query<RunRow>({ name: 'run-lock', text: 'SELECT * FROM rotation_runs WHERE run_id = $1 FOR UPDATE SKIP LOCKED', values: [runId] })).rows[0] ?? null;
+/**
+ * The run locked (SKIP LOCKED: null when another step holds it) and its target as
+ * {@link findTargetById} reads it, in one round trip (every step starts with both). `target` is null only if the target row is missing.
+ */
+export async function lockRunWithTarget(db: Queryable, runId: string): Promise<{ run: RunRow; target: TargetRow | null } | null> {
+  const row = (await db.query<RunRow & { target_json: (Omit<TargetRow, 'created_at' | 'preflight_at'> & { created_at: string; preflight_at: string | null }) | null }>({
+    name: 'run-lock-with-target',
+    text: `SELECT r.*, to_jsonb(tg) AS target_json FROM rotation_runs r
+             LEFT JOIN LATERAL (${TARGET_SELECT} WHERE t.target_id = r.target_id) tg ON true
+            WHERE r.run_id = $1 FOR UPDATE OF r SKIP LOCKED`,
+    values: [runId],
+  })).rows[0];
+  if (row === undefined) return null;
+  const { target_json: json, ...run } = row;
+  const target = json === null ? null : { ...json, created_at: new Date(json.created_at), preflight_at: json.preflight_at === null ? null : new Date(json.preflight_at) };
+  return { run, target };
 }
 
 export async function findRun(db: Queryable, runId: string): Promise<RunRow | null> {

@@ -7,13 +7,14 @@ import { PolicySpec } from '../../shared/protocol/rotation-api.js';
 import type { AuditChainWriter } from '../audit/audit-appender.js';
 import type { AuditDraft } from '../audit/audit-types.js';
 import { withTransaction } from '../db/transaction.js';
-import { findCommand, type CommandRow } from '../hub/command-dal.js';
+import { completeCommand, findCommand, type CommandRow } from '../hub/command-dal.js';
+import type { ClaimedDelivery } from '../hub/hub-server.js';
 import type { CommandService } from '../hub/command-service.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import type { VersionStore } from '../vault/version-store.js';
 import type { Alert, Alerter } from './alerter.js';
 import { generatePassword } from './password-generator.js';
-import { findPolicy, findTargetById, lockRun, updateRunWithSteps, type PolicyRow, type RunChange, type RunRow, type RunStep, type TargetRow } from './rotation-dal.js';
+import { findPolicy, findTargetById, lockRunWithTarget, updateRunWithSteps, type PolicyRow, type RunChange, type RunRow, type RunStep, type TargetRow } from './rotation-dal.js';
 import { userForNextRun } from './policy-rules.js';
 import { RunCommands } from './run-commands.js';
 
@@ -50,7 +51,36 @@ export interface StepOutcome {
   waitsFor?: string | null;
   /** Agents to tell about a new command, after the commit. */
   announce: string[];
+  /** Commands counted as delivered in the step's transaction, sent right after the commit (their agents are not announced). */
+  claimed?: ClaimedDelivery[];
   alert: Alert | null;
+  /** Called once the step's transaction committed (internal: an early result stored by it). */
+  onCommit?: Array<() => void>;
+}
+
+/** How the agents hear of a step's commands (the hub, and the bus for agents held by other replicas). */
+export interface CommandDelivery {
+  /** In the step's transaction: the agent's open commands counted as delivered, when this replica holds its socket; else null. */
+  claimWithin(client: PoolClient, agentId: string): Promise<ClaimedDelivery | null>;
+  /** After the commit: sends what {@link claimWithin} counted. */
+  sendClaimed(claim: ClaimedDelivery): void;
+  /** After the commit: tells whichever replica holds the agent's socket that it has a command. */
+  announce(agentId: string): void;
+}
+
+/** Where an agent's result came from (for its audit record). */
+export interface ResultOrigin {
+  sourceIp: string | null;
+  projectId: string | null;
+}
+
+/** A result read off an agent's socket that a run of this process waits for, not yet stored. */
+interface ReportedResult {
+  agentId: string;
+  result: CommandResult;
+  origin: ResultOrigin;
+  /** true: the run's committed step stored it (and audited it); false: it did not, the hub must. Only the first call counts. */
+  settle: (storedByRun: boolean) => void;
 }
 
 /**
@@ -71,8 +101,8 @@ export class RotationEngine {
   private readonly running = new Map<string, Promise<void>>();
   /** Commands issued here that a run waits for: command id → run id (bounded; the database is the fallback). */
   private readonly waiting = new Map<string, string>();
-  /** Results reported by agents and not yet stored by the hub, by command id (used once, then dropped). */
-  private readonly reported = new Map<string, { agentId: string; result: CommandResult }>();
+  /** Results reported by agents and not yet stored, by command id (used once, then dropped). */
+  private readonly reported = new Map<string, ReportedResult>();
 
   constructor(
     private readonly pool: Pool,
@@ -83,7 +113,7 @@ export class RotationEngine {
     private readonly alerter: Alerter,
     private readonly logger: Logger,
     private readonly options: RotationEngineOptions,
-    private readonly announce: (agentId: string) => void,
+    private readonly delivery: CommandDelivery,
   ) {
     this.runCommands = new RunCommands(versions, commands, options.commandTimeoutMs);
   }
@@ -117,6 +147,7 @@ export class RotationEngine {
         return;
       }
       if (outcome === null) return;
+      for (const committed of outcome.onCommit ?? []) committed();
       this.afterCommit(outcome, runId);
       if (outcome.alert !== null) await this.alerter.send(outcome.alert);
       if (!outcome.again) return;
@@ -140,43 +171,73 @@ export class RotationEngine {
     if (target === null) throw new SikkerError('ERR_INTERNAL', 'a run refers to a missing target');
     const ctx = new StepContext(client, inserted, target, this.chain, known.policy);
     ctx.begin(first.step, first.detail);
-    const outcome = await this.stepOn(ctx);
+    const outcome = await this.claimDeliveries(client, await this.stepOn(ctx) ?? { again: false, announce: [], alert: null });
     const audits = await ctx.flush({ appendAudits: false });
-    return { ...(outcome ?? { again: false, announce: [], alert: null }), run: ctx.run, target, audits };
+    return { ...outcome, run: ctx.run, target, audits };
   }
 
-  /** What follows a step's commit: the agents with a new command are told (the hub sends it). */
+  /** What follows a step's commit: the agents with a new command get it (claimed ones from here at once, the others through an announcement). */
   afterCommit(outcome: StepOutcome, runId: string): void {
-    if (outcome.announce.length > 0) this.crashHere('before-announce'); // committed; no agent told yet
+    const claimed = outcome.claimed ?? [];
+    if (outcome.announce.length > 0 || claimed.length > 0) this.crashHere('before-announce'); // committed; no agent told yet
     if (outcome.waitsFor != null) remember(this.waiting, outcome.waitsFor, runId);
-    for (const agentId of outcome.announce) this.announce(agentId);
+    for (const claim of claimed) this.delivery.sendClaimed(claim);
+    for (const agentId of outcome.announce) this.delivery.announce(agentId);
+  }
+
+  /** Claims, in the step's transaction, the commands of the agents this replica holds (see {@link CommandDelivery.claimWithin}); the rest stay to announce. */
+  private async claimDeliveries(client: PoolClient, outcome: StepOutcome): Promise<StepOutcome> {
+    if (outcome.announce.length === 0) return outcome;
+    const claimed: ClaimedDelivery[] = [];
+    const announce: string[] = [];
+    for (const agentId of new Set(outcome.announce)) {
+      const claim = await this.delivery.claimWithin(client, agentId);
+      if (claim === null) announce.push(agentId);
+      else claimed.push(claim);
+    }
+    return { ...outcome, announce, claimed };
   }
 
   /**
-   * An agent's result, as soon as the hub reads it: when a run of this process waits for
-   * that command, its next step starts now, with the result in hand, while the hub stores
-   * it (the step checks that the reporting agent is the target's). Returns whether a run
-   * was waiting; otherwise the hub's stored result advances it as before.
+   * An agent's result, as soon as the hub reads it. When a run of this process waits for
+   * that command, its next step starts now with the result in hand, and stores the result
+   * (command row and audit record) in that step's transaction: the step checks that the
+   * reporting agent is the target's. Returns null when no run here waits (the hub stores
+   * it as before); otherwise a promise that resolves true once a committed step stored
+   * it, or false when none did (the hub must store it then: a failed step, a forged
+   * report, a run that had moved on).
    */
-  resultArrived(agentId: string, result: CommandResult): boolean {
+  resultArrived(agentId: string, result: CommandResult, origin: ResultOrigin): Promise<boolean> | null {
     const runId = this.waiting.get(result.commandId);
-    if (runId === undefined) return false;
+    if (runId === undefined) return null;
     this.waiting.delete(result.commandId);
-    remember(this.reported, result.commandId, { agentId, result });
-    void this.advance(runId);
-    return true;
+    return new Promise<boolean>((resolve) => {
+      let settled = false;
+      const settle = (storedByRun: boolean): void => {
+        if (settled) return;
+        settled = true;
+        resolve(storedByRun);
+      };
+      const entry: ReportedResult = { agentId, result, origin, settle };
+      remember(this.reported, result.commandId, entry, (evicted) => evicted.settle(false));
+      void this.advance(runId).finally(() => {
+        if (this.reported.get(result.commandId) === entry) this.reported.delete(result.commandId);
+        settle(false);
+      });
+    });
   }
 
   /** One step on the locked run, its steps and audit records written at the end; null when there is nothing to do now. */
   private async step(client: PoolClient, runId: string): Promise<StepOutcome | null> {
-    const run = await lockRun(client, runId);
-    if (run === null || !run.holds_target) return null;
-    const target = await findTargetById(client, run.target_id);
+    const locked = await lockRunWithTarget(client, runId);
+    if (locked === null || !locked.run.holds_target) return null;
+    const { run, target } = locked;
     if (target === null) throw new SikkerError('ERR_INTERNAL', 'a run refers to a missing target');
     const ctx = new StepContext(client, run, target, this.chain);
-    const outcome = await this.stepOn(ctx);
+    const stepped = await this.stepOn(ctx);
+    const outcome = stepped === null ? null : await this.claimDeliveries(client, stepped);
     await ctx.flush();
-    return outcome;
+    return outcome === null ? null : { ...outcome, onCommit: ctx.onCommit };
   }
 
   private async stepOn(ctx: StepContext): Promise<StepOutcome | null> {
@@ -317,8 +378,14 @@ export class RotationEngine {
     // replace on the same user: the old password stopped working the moment the new one was set.
     const oldIsDead = run.strategy === 'replace' && previousUser === run.db_user;
     const previous = await this.versions.promotePending(client, target.secret_id, run.pending_version, oldIsDead);
-    await client.query({ name: 'policy-last-run', text: 'UPDATE policies SET last_run_at = now() WHERE target_id = $1', values: [target.target_id] });
     const graceOver = previous === null || oldIsDead;
+    // The policy's last run, and — when nothing is left to revoke — the leaks this run answers, in one statement.
+    await client.query({
+      name: 'commit-bookkeeping',
+      text: `WITH policy AS (UPDATE policies SET last_run_at = now() WHERE target_id = $1)
+             UPDATE leaks SET state = 'neutralised', reason = NULL, neutralised_at = now() WHERE $3 AND run_id = $2 AND state = 'open'`,
+      values: [target.target_id, run.run_id, graceOver],
+    });
     const now = new Date();
     ctx.change(graceOver
       ? { state: 'done', holds_target: false, committed_at: now, finished_at: now, next_action_at: null, command_id: null, error_code: null, error_message: null }
@@ -327,7 +394,6 @@ export class RotationEngine {
     ctx.audit('rotation.commit', 'success', run.pending_version, { how, previous, strategy: run.strategy });
     const announce = await this.deliverToSinks(ctx);
     if (run.trigger === 'leak') announce.push(...(await this.leakAfterCommit(ctx, previous)));
-    if (graceOver) await this.finishLeaks(ctx, 'neutralised', null);
     return { again: !graceOver && run.grace_seconds === 0, announce, alert: null };
   }
 
@@ -436,7 +502,17 @@ export class RotationEngine {
     const reported = run.command_id === null ? undefined : this.reported.get(run.command_id);
     if (reported !== undefined && run.command_id !== null) {
       this.reported.delete(run.command_id);
-      if (reported.agentId === ctx.target.agent_id) return reportedCommand(run.command_id, reported.agentId, reported.result);
+      // Only the target's agent can report on the command (another agent's report is left to the hub, which refuses it too).
+      if (reported.agentId === ctx.target.agent_id) {
+        const { result, origin } = reported;
+        if (await completeCommand(ctx.client, reported.agentId, run.command_id, result.outcome, result.result, result.error, { evenIfExpired: true })) {
+          ctx.auditAs({ identityId: reported.agentId, sourceIp: origin.sourceIp, action: 'agent.command.result', projectId: origin.projectId, outcome: result.outcome, detail: { commandId: run.command_id, code: result.error?.code ?? null } });
+          ctx.onCommit.push(() => reported.settle(true));
+          return reportedCommand(run.command_id, reported.agentId, result);
+        }
+        // Already stored (a duplicate report): the stored row is the record.
+        ctx.onCommit.push(() => reported.settle(true));
+      }
     }
     const command = run.command_id === null ? null : await findCommand(ctx.client, run.command_id);
     if (command === null) return 'timeout';
@@ -452,13 +528,16 @@ export class RotationEngine {
 }
 
 /** Bounded memo: the oldest entry goes first (a map keeps insertion order). */
-function remember<V>(map: Map<string, V>, key: string, value: V): void {
+function remember<V>(map: Map<string, V>, key: string, value: V, evicted?: (value: V) => void): void {
   map.set(key, value);
-  if (map.size > 10_000) map.delete(map.keys().next().value as string);
+  if (map.size <= 10_000) return;
+  const [oldestKey, oldest] = map.entries().next().value as [string, V];
+  map.delete(oldestKey);
+  evicted?.(oldest);
 }
 
 /**
- * The command row as it will be once the hub stores `result`. A step reads only the id,
+ * The command row as the step stored it from `result`. A step reads only the id,
  * state, result, error and deliveries; the rest is filler, never written anywhere.
  */
 function reportedCommand(commandId: string, agentId: string, r: CommandResult): CommandRow {
@@ -486,6 +565,8 @@ function backoff(baseSeconds: number, n: number): Date {
 class StepContext {
   private readonly steps: RunStep[] = [];
   private readonly audits: AuditDraft[] = [];
+  /** What to do once this step's transaction committed. */
+  readonly onCommit: Array<() => void> = [];
   /** Changes to the run row, written once by flush (nothing in a step reads the row back). */
   private runChanges: RunChange = {};
 
@@ -517,6 +598,11 @@ class StepContext {
       identityId: this.run.requested_by, sourceIp: null, action, projectId: this.target.project_id, secretId: this.target.secret_id, secretVersion: version,
       outcome, detail: { runId: this.run.run_id, target: this.target.name, ...detail },
     });
+  }
+
+  /** An audit record that is not the run's own (an agent's result stored with the step). */
+  auditAs(draft: AuditDraft): void {
+    this.audits.push(draft);
   }
 
   /** Writes what the step collected; with `appendAudits: false` the audit records are returned for the caller to append. */

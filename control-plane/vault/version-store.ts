@@ -76,18 +76,25 @@ export class VersionStore {
     return version;
   }
 
-  /** Pending becomes current, current becomes previous; with `revokePrevious` the old current is marked revoked (replace: it no longer logs in). */
+  /**
+   * Pending becomes current, current becomes previous, the old previous loses its label; with
+   * `revokePrevious` the old current is marked revoked (replace: it no longer logs in). One
+   * statement (the label constraint is checked at its end: migration 006). Returns the old
+   * current version (null when there was none); ERR_CONFLICT when `pendingVersion` is not pending.
+   */
   async promotePending(client: PoolClient, secretId: string, pendingVersion: number, revokePrevious: boolean): Promise<number | null> {
-    await client.query({ name: 'version-unlabel-previous', text: "UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'previous'", values: [secretId] });
-    const demoted = await client.query<{ version: number }>({
-      name: revokePrevious ? 'version-demote-current-revoke' : 'version-demote-current',
-      text: `UPDATE secret_versions SET label = 'previous'${revokePrevious ? ", state = 'revoked'" : ''} WHERE secret_id = $1 AND label = 'current' RETURNING version`,
-      values: [secretId],
-    });
-    const current = demoted.rows[0]?.version ?? null;
-    const promoted = await client.query({ name: 'version-promote', text: "UPDATE secret_versions SET label = 'current' WHERE secret_id = $1 AND version = $2 AND label = 'pending'", values: [secretId, pendingVersion] });
-    if (promoted.rowCount !== 1) throw new SikkerError('ERR_CONFLICT', `version ${pendingVersion} is not pending`);
-    return current;
+    const moved = (await client.query<{ version: number; label: string | null }>({
+      name: 'version-promote-pending',
+      text: `UPDATE secret_versions v
+                SET label = CASE v.label WHEN 'pending' THEN 'current' WHEN 'current' THEN 'previous' END,
+                    state = CASE WHEN v.label = 'current' AND $3 THEN 'revoked' ELSE v.state END
+              WHERE v.secret_id = $1 AND (v.label IN ('current', 'previous') OR (v.label = 'pending' AND v.version = $2))
+                AND EXISTS (SELECT 1 FROM secret_versions p WHERE p.secret_id = $1 AND p.version = $2 AND p.label = 'pending')
+          RETURNING v.version, v.label`,
+      values: [secretId, pendingVersion, revokePrevious],
+    })).rows;
+    if (!moved.some((r) => r.label === 'current')) throw new SikkerError('ERR_CONFLICT', `version ${pendingVersion} is not pending`);
+    return moved.find((r) => r.label === 'previous')?.version ?? null;
   }
 
   /** The keyed fingerprint of a value in a project: HMAC-SHA256 under the project's fingerprint key. */

@@ -4,8 +4,8 @@
  * invariant held throughout (some non-revoked version logged in at every sample).
  * Fault points: SIKKER_AGENT_TEST_CRASH_AT=after-apply (agent dies after the database
  * changed, before it verified or reported), SIKKER_TEST_CRASH_AT=before-announce (control
- * plane dies after committing the pending version and the apply command, before telling the
- * agent) and before-commit
+ * plane dies after committing the pending version and the apply command, counted as delivered
+ * with them, before sending it to the agent) and before-commit
  * (control plane dies after reading the agent's verified report, before the commit).
  */
 import t, { type Test } from 'tap';
@@ -59,7 +59,10 @@ t.test('kill the control plane after storing pending and the command, before the
   const stalled = (await stack.dbPool.query(`SELECT r.run_id, r.state, c.state AS command_state, c.deliveries, v.label AS pending_label
     FROM rotation_runs r JOIN agent_commands c ON c.command_id = r.command_id
     JOIN targets tg ON tg.target_id = r.target_id JOIN secret_versions v ON v.secret_id = tg.secret_id AND v.version = r.pending_version`)).rows;
-  t.match(stalled, [{ state: 'dispatched', command_state: 'pending', deliveries: 0, pending_label: 'pending' }], 'pending version and command stored together, nothing sent');
+  // The command is counted as delivered in the same transaction (the hub holds the agent's socket)
+  // and would have been sent right after the commit: counted, never sent, is the safe direction.
+  t.match(stalled, [{ state: 'dispatched', command_state: 'delivered', deliveries: 1, pending_label: 'pending' }], 'pending version and command stored together, the command counted as delivered');
+  t.equal(await stack.logsIn(stack.role, stack.initialPassword), true, 'nothing reached the agent: the database still has the old password');
   await stack.restartControlPlane(longExpiry);
   await stack.waitRun(stalled[0].run_id, ['done', 'failed', 'parked'], 60_000);
   await agreeAfterwards(t, stack, stalled[0].run_id, checker);

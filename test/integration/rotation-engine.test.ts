@@ -8,7 +8,7 @@ import t from 'tap';
 import { createApplier } from '../../agent/appliers/index.js';
 import { applierError } from '../../agent/appliers/applier-errors.js';
 import type { ApplierFactory } from '../../agent/commands/rotation-context.js';
-import { insertRun } from '../../control-plane/rotation/rotation-dal.js';
+import { findTargetById, insertRun, lockRunWithTarget } from '../../control-plane/rotation/rotation-dal.js';
 import { eventually } from '../support/agents.js';
 import { dumpRedisPrefix, SHARED_REDIS_URL } from '../support/databases.js';
 import { rotationFixture, startScramCluster } from '../support/rotation-fixture.js';
@@ -45,6 +45,17 @@ t.test('replace: rotate now → pending, dispatched, verified, committed; the ol
   const audit = await fx.h.admin.ok('GET', '/v1/audit?limit=200');
   const actions = audit.records.map((r: { action: string }) => r.action);
   for (const a of ['target.add', 'target.test', 'rotation.start', 'rotation.pending', 'rotation.dispatch', 'rotation.commit']) t.ok(actions.includes(a), `audited ${a}`);
+  // The agent's result was stored by the run's commit step (not by the hub): once, audited once, in an intact chain.
+  const applies = (await fx.h.plane.pool.query<{ command_id: string; state: string }>("SELECT command_id, state FROM agent_commands WHERE kind = 'rotation.apply'")).rows;
+  t.equal(applies.length, 1, 'one apply command');
+  t.equal(applies[0]?.state, 'succeeded', 'stored as succeeded');
+  const resultAudits = (await fx.h.plane.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM audit_records WHERE action = 'agent.command.result' AND detail->>'commandId' = $1", [applies[0]?.command_id])).rows[0]?.n;
+  t.equal(resultAudits, 1, 'its result is audited exactly once');
+  t.match(await fx.h.admin.ok('POST', '/v1/audit/verify'), { ok: true }, 'the audit chain verifies');
+  // Each step reads its run and target in one statement: the target as the plain read has it.
+  const locked = await lockRunWithTarget(fx.h.plane.pool, started.run.runId);
+  t.same(locked?.target, await findTargetById(fx.h.plane.pool, locked?.run.target_id ?? ''), 'the target read with the run lock equals the plain read (dates included)');
+  t.type(locked?.target?.created_at, Date);
   const logs = fx.h.logs.text();
   t.notOk(logs.includes(newPassword), 'the new password is in no control-plane log line');
   t.notOk(logs.includes('canary-5f3a9'), 'the old password is in no control-plane log line');
@@ -231,6 +242,31 @@ t.test('a run created from a stale read of the target (another run committed mea
   t.equal(await fx.logsIn(role, await fx.secretValue('orders-password')), true, 'the new password logs in');
 });
 
+t.test('a commit step that fails after taking the agent\'s result leaves the result to the hub: stored and audited once, and the run still commits', async (t) => {
+  const fx = await rotationFixture(t, server);
+  const role = await fx.createRole('Fallback-old-1');
+  await fx.addTarget('fallback', role, { adoptPassword: 'Fallback-old-1' });
+  await fx.h.admin.ok('POST', '/v1/projects/p/targets/fallback/test', {});
+  const pool = fx.h.plane.pool;
+  // The first promotion of a pending version fails (a sequence: its count survives the rollback).
+  await pool.query(`CREATE SEQUENCE fail_promote_seq;
+    CREATE FUNCTION fail_promote_once() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF nextval('fail_promote_seq') = 1 THEN RAISE EXCEPTION 'test: the first commit step fails'; END IF; RETURN NEW; END $$;
+    CREATE TRIGGER fail_promote_once BEFORE UPDATE ON secret_versions FOR EACH ROW
+      WHEN (OLD.label = 'pending' AND NEW.label = 'current') EXECUTE FUNCTION fail_promote_once();`);
+  const started = await fx.h.admin.ok('POST', '/v1/projects/p/targets/fallback/rotate', {});
+  const run = await fx.waitRun(started.run.runId, ['done', 'failed', 'parked']);
+  t.equal(run.state, 'done', `run ended ${run.state} ${run.errorCode ?? ''}`);
+  t.equal((await pool.query<{ n: string }>('SELECT last_value AS n FROM fail_promote_seq')).rows[0]?.n, '2', 'the promotion was tried twice: the first step failed');
+  t.equal(stepNames(run).filter((s) => s === 'applied and verified by agent').length, 1, 'one verified step (from the committed pass)');
+  const { rows: [command] } = await pool.query("SELECT command_id, state FROM agent_commands WHERE kind = 'rotation.apply'");
+  t.equal(command.state, 'succeeded', 'the hub stored the result the failed step had taken');
+  const audits = (await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM audit_records WHERE action = 'agent.command.result' AND detail->>'commandId' = $1", [command.command_id])).rows[0]?.n;
+  t.equal(audits, 1, 'the result is audited once');
+  t.equal(await fx.logsIn(role, await fx.secretValue('fallback-password')), true, 'the committed password logs in');
+  t.equal(await fx.logsIn(role, 'Fallback-old-1'), false, 'the old one is refused');
+});
+
 t.test('a result read off another agent\'s socket for a run\'s command is not acted on; the real agent\'s is', async (t) => {
   let release: () => void = () => undefined;
   const gate = new Promise<void>((resolve) => { release = resolve; });
@@ -251,10 +287,13 @@ t.test('a result read off another agent\'s socket for a run\'s command is not ac
   const started = await fx.h.admin.ok('POST', '/v1/projects/p/targets/early/rotate', {});
   const { rows: [run] } = await fx.h.plane.pool.query('SELECT command_id FROM rotation_runs WHERE run_id = $1', [started.run.runId]);
   const forged = { commandId: run.command_id, outcome: 'succeeded' as const, result: { verified: true, unchanged: false, oldPasswordRetained: false, persisted: true }, error: null };
-  t.equal(fx.h.plane.services.engine.resultArrived(randomUUID(), forged), true, 'the run was waiting for that command');
-  await new Promise((r) => setTimeout(r, 500));
+  const claim = fx.h.plane.services.engine.resultArrived(randomUUID(), forged, { sourceIp: '127.0.0.1', projectId: null });
+  t.not(claim, null, 'the run was waiting for that command');
+  t.equal(await claim, false, 'the run did not store the report (left to the hub, which takes results only from the command\'s agent)');
   const meanwhile = await fx.h.admin.ok('GET', `/v1/projects/p/runs/${started.run.runId}`);
   t.equal(meanwhile.state, 'dispatched', 'not committed on a report from the wrong agent');
+  const { rows: [command] } = await fx.h.plane.pool.query('SELECT state FROM agent_commands WHERE command_id = $1', [run.command_id]);
+  t.not(command.state, 'succeeded', 'the command is not marked finished by the forged report');
   release();
   const done = await fx.waitRun(started.run.runId, ['done', 'failed', 'parked']);
   t.equal(done.state, 'done', 'committed on the real agent\'s report');

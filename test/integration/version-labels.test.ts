@@ -1,0 +1,85 @@
+/**
+ * A secret's labels: at most one version per label (migration 006's constraint), and a
+ * rotation's commit moving all three labels in one statement (VersionStore.promotePending).
+ */
+import t from 'tap';
+import type { Keyring } from '../../control-plane/vault/keyring.js';
+import { VersionStore } from '../../control-plane/vault/version-store.js';
+import { startHarness, type Harness } from '../support/control-plane-harness.js';
+
+/** promotePending only moves labels: it never needs a key. */
+const versions = new VersionStore({} as Keyring);
+
+async function secretWithVersions(t: Parameters<typeof startHarness>[0], label: string): Promise<{ h: Harness; secretId: string }> {
+  const h = await startHarness(t, { label });
+  await h.admin.ok('POST', '/v1/projects', { name: 'p' });
+  await h.admin.ok('PUT', '/v1/projects/p/secrets/s', { value: 'first-value' });
+  await h.admin.ok('PUT', '/v1/projects/p/secrets/s', { value: 'second-value' });
+  const secretId = (await h.plane.pool.query<{ secret_id: string }>("SELECT secret_id FROM secrets WHERE name = 's'")).rows[0]!.secret_id;
+  // a third version waiting as pending (its ciphertext is never read here)
+  await h.plane.pool.query("INSERT INTO secret_versions (secret_id, version, ciphertext, label) VALUES ($1, 3, '\\x00', 'pending')", [secretId]);
+  return { h, secretId };
+}
+
+async function labels(h: Harness, secretId: string): Promise<Array<{ version: number; label: string | null; state: string }>> {
+  return (await h.plane.pool.query('SELECT version, label, state FROM secret_versions WHERE secret_id = $1 ORDER BY version', [secretId])).rows;
+}
+
+async function promote(h: Harness, secretId: string, version: number, revokePrevious: boolean): Promise<number | null> {
+  const client = await h.plane.pool.connect();
+  try {
+    await client.query('BEGIN');
+    const previous = await versions.promotePending(client, secretId, version, revokePrevious);
+    await client.query('COMMIT');
+    return previous;
+  } catch (err) {
+    await client.query('ROLLBACK');
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+t.test('promoting a pending version moves all three labels in one statement', async (t) => {
+  const { h, secretId } = await secretWithVersions(t, 'labels-promote');
+  t.same(await labels(h, secretId), [
+    { version: 1, label: 'previous', state: 'active' }, { version: 2, label: 'current', state: 'active' }, { version: 3, label: 'pending', state: 'active' },
+  ], 'before');
+  t.equal(await promote(h, secretId, 3, false), 2, 'returns the old current version');
+  t.same(await labels(h, secretId), [
+    { version: 1, label: null, state: 'active' }, { version: 2, label: 'previous', state: 'active' }, { version: 3, label: 'current', state: 'active' },
+  ], 'pending → current, current → previous, old previous unlabelled');
+});
+
+t.test('with revokePrevious the old current is revoked too', async (t) => {
+  const { h, secretId } = await secretWithVersions(t, 'labels-revoke');
+  t.equal(await promote(h, secretId, 3, true), 2);
+  t.same(await labels(h, secretId), [
+    { version: 1, label: null, state: 'active' }, { version: 2, label: 'previous', state: 'revoked' }, { version: 3, label: 'current', state: 'active' },
+  ]);
+});
+
+t.test('a version that is not pending is refused and nothing moves', async (t) => {
+  const { h, secretId } = await secretWithVersions(t, 'labels-conflict');
+  const before = await labels(h, secretId);
+  await t.rejects(promote(h, secretId, 2, true), { code: 'ERR_CONFLICT', message: 'version 2 is not pending' });
+  await t.rejects(promote(h, secretId, 9, true), { code: 'ERR_CONFLICT' }, 'nor a version that does not exist');
+  t.same(await labels(h, secretId), before, 'labels and states unchanged');
+});
+
+t.test('the first promotion of a secret without a current version returns null', async (t) => {
+  const h = await startHarness(t, { label: 'labels-first' });
+  await h.admin.ok('POST', '/v1/projects', { name: 'p' });
+  await h.admin.ok('PUT', '/v1/projects/p/secrets/s', { value: 'only-value' });
+  const secretId = (await h.plane.pool.query<{ secret_id: string }>("SELECT secret_id FROM secrets WHERE name = 's'")).rows[0]!.secret_id;
+  await h.plane.pool.query("UPDATE secret_versions SET label = 'pending' WHERE secret_id = $1", [secretId]);
+  t.equal(await promote(h, secretId, 1, false), null);
+  t.same(await labels(h, secretId), [{ version: 1, label: 'current', state: 'active' }]);
+});
+
+t.test('no two versions of a secret hold the same label', async (t) => {
+  const { h, secretId } = await secretWithVersions(t, 'labels-unique');
+  await t.rejects(h.plane.pool.query("UPDATE secret_versions SET label = 'current' WHERE secret_id = $1 AND version = 1", [secretId]), { code: '23P01' }, 'a second current is refused');
+  await t.rejects(h.plane.pool.query("UPDATE secret_versions SET label = 'pending' WHERE secret_id = $1 AND version = 2", [secretId]), { code: '23P01' }, 'a second pending is refused');
+  t.equal((await labels(h, secretId)).filter((v) => v.label === 'current').length, 1);
+});
