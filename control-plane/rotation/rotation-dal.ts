@@ -39,6 +39,23 @@ export async function findTargetInProject(db: Queryable, projectName: string, na
   return (await db.query<TargetRow>({ name: 'target-in-project', text: `${TARGET_SELECT} WHERE p.name = $1 AND t.name = $2`, values: [projectName, name] })).rows[0] ?? null;
 }
 
+/** {@link findTargetInProject} and the target's policy ({@link findPolicy}; null: none) in one round trip. */
+export async function findTargetAndPolicyInProject(db: Queryable, projectName: string, name: string): Promise<{ target: TargetRow; policy: PolicyRow | null } | null> {
+  const row = (await db.query<TargetRow & { policy_spec: PolicySpec | null; policy_state: PolicyRow['state'] | null; policy_next_run_at: Date | null; policy_last_run_at: Date | null; policy_updated_at: Date | null }>({
+    name: 'target-and-policy-in-project',
+    text: `SELECT tg.*, pol.spec AS policy_spec, pol.state AS policy_state, pol.next_run_at AS policy_next_run_at,
+                  pol.last_run_at AS policy_last_run_at, pol.updated_at AS policy_updated_at
+             FROM (${TARGET_SELECT} WHERE p.name = $1 AND t.name = $2) tg
+             LEFT JOIN policies pol ON pol.target_id = tg.target_id`,
+    values: [projectName, name],
+  })).rows[0];
+  if (row === undefined) return null;
+  const { policy_spec: spec, policy_state: state, policy_next_run_at: nextRunAt, policy_last_run_at: lastRunAt, policy_updated_at: updatedAt, ...target } = row;
+  const policy = spec === null || state === null || updatedAt === null ? null
+    : { target_id: target.target_id, spec, state, next_run_at: nextRunAt, last_run_at: lastRunAt, updated_at: updatedAt };
+  return { target, policy };
+}
+
 export async function findTargetById(db: Queryable, targetId: string): Promise<TargetRow | null> {
   return (await db.query<TargetRow>({ name: 'target-by-id', text: `${TARGET_SELECT} WHERE t.target_id = $1`, values: [targetId] })).rows[0] ?? null;
 }

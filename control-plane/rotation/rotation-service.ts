@@ -8,7 +8,7 @@ import { withTransaction } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import type { ProjectService } from '../vault/project-service.js';
 import { requirePreflight } from './policy-rules.js';
-import { findPolicy, findRun, insertRun, listRuns, openRunOf, runSteps, findTargetById, type RunRow, type TargetRow } from './rotation-dal.js';
+import { findRun, insertRun, listRuns, openRunOf, runSteps, findTargetById, type RunRow, type TargetRow } from './rotation-dal.js';
 import type { RotationEngine } from './rotation-engine.js';
 import { userForNextRun } from './policy-rules.js';
 import type { TargetService } from './target-service.js';
@@ -35,8 +35,7 @@ export class RotationService {
    * returned (`joined`), never a second one.
    */
   async rotateNow(caller: AuthIdentity, sourceIp: string, project: string, targetName: string): Promise<{ run: RunWithTarget; joined: boolean }> {
-    const target = await this.targets.resolve(caller, project, targetName, 'rotation.run');
-    const policy = await findPolicy(this.pool, target.target_id);
+    const { target, policy } = await this.targets.resolveWithPolicy(caller, project, targetName, 'rotation.run');
     const strategy = policy?.spec.strategy ?? 'replace';
     requirePreflight(target, strategy);
     const runId = randomUUID();

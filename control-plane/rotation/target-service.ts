@@ -14,7 +14,7 @@ import type { CommandService } from '../hub/command-service.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import type { ProjectService } from '../vault/project-service.js';
 import type { VersionStore } from '../vault/version-store.js';
-import { findPolicy, findTarget, findTargetInProject, listTargets, type TargetRow } from './rotation-dal.js';
+import { findPolicy, findTarget, findTargetAndPolicyInProject, findTargetInProject, listTargets, type PolicyRow, type TargetRow } from './rotation-dal.js';
 import { RunCommands } from './run-commands.js';
 
 /** How long `target test` waits for the agent's answer before saying it is still running. */
@@ -45,7 +45,16 @@ export class TargetService {
 
   async resolve(caller: AuthIdentity, projectName: string, name: string, action: 'target.read' | 'target.write' | 'rotation.run'): Promise<TargetRow> {
     // One query on the way in; the project is looked up on its own only to word a refusal.
-    const target = await findTargetInProject(this.pool, projectName, name);
+    return this.authorized(caller, projectName, name, action, await findTargetInProject(this.pool, projectName, name));
+  }
+
+  /** {@link resolve}, with the target's policy read in the same query (null: it has none). */
+  async resolveWithPolicy(caller: AuthIdentity, projectName: string, name: string, action: 'target.read' | 'target.write' | 'rotation.run'): Promise<{ target: TargetRow; policy: PolicyRow | null }> {
+    const found = await findTargetAndPolicyInProject(this.pool, projectName, name);
+    return { target: await this.authorized(caller, projectName, name, action, found?.target ?? null), policy: found?.policy ?? null };
+  }
+
+  private async authorized(caller: AuthIdentity, projectName: string, name: string, action: 'target.read' | 'target.write' | 'rotation.run', target: TargetRow | null): Promise<TargetRow> {
     if (target === null || !canSeeProject(caller, target.project_id)) {
       const project = await this.projects.resolve(caller, projectName); // throws "no project … that you can see"
       requireProjectAction(caller, action, project.project_id);

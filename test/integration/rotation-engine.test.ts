@@ -8,7 +8,7 @@ import t from 'tap';
 import { createApplier } from '../../agent/appliers/index.js';
 import { applierError } from '../../agent/appliers/applier-errors.js';
 import type { ApplierFactory } from '../../agent/commands/rotation-context.js';
-import { findTargetById, insertRun, lockRunWithTarget } from '../../control-plane/rotation/rotation-dal.js';
+import { findPolicy, findTargetAndPolicyInProject, findTargetById, findTargetInProject, insertRun, lockRunWithTarget } from '../../control-plane/rotation/rotation-dal.js';
 import { eventually } from '../support/agents.js';
 import { dumpRedisPrefix, SHARED_REDIS_URL } from '../support/databases.js';
 import { rotationFixture, startScramCluster } from '../support/rotation-fixture.js';
@@ -52,6 +52,7 @@ t.test('replace: rotate now → pending, dispatched, verified, committed; the ol
   const resultAudits = (await fx.h.plane.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM audit_records WHERE action = 'agent.command.result' AND detail->>'commandId' = $1", [applies[0]?.command_id])).rows[0]?.n;
   t.equal(resultAudits, 1, 'its result is audited exactly once');
   t.match(await fx.h.admin.ok('POST', '/v1/audit/verify'), { ok: true }, 'the audit chain verifies');
+  t.equal((await findTargetAndPolicyInProject(fx.h.plane.pool, 'p', 'orders'))?.policy, null, 'a target without a policy reads with policy null');
   // Each step reads its run and target in one statement: the target as the plain read has it.
   const locked = await lockRunWithTarget(fx.h.plane.pool, started.run.runId);
   t.same(locked?.target, await findTargetById(fx.h.plane.pool, locked?.run.target_id ?? ''), 'the target read with the run lock equals the plain read (dates included)');
@@ -121,6 +122,14 @@ t.test('scheduled rotations happen on time; a manual trigger during a run joins 
   await fx.h.admin.ok('POST', '/v1/projects/p/targets/sched/test', {});
   const set = await fx.h.admin.ok('PUT', '/v1/projects/p/targets/sched/policy', { policy: { schedule: { kind: 'every', seconds: 2 } } });
   const firstDue = new Date(set.nextRunAt).getTime();
+  // A manual trigger reads the target and its policy in one query: the same as the two plain reads.
+  const pool = fx.h.plane.pool;
+  const both = await findTargetAndPolicyInProject(pool, 'p', 'sched');
+  t.same(both?.target, await findTargetInProject(pool, 'p', 'sched'), 'target as the plain read has it');
+  const plain = await findPolicy(pool, both?.target.target_id ?? '');
+  t.same(both?.policy, plain === null ? null : { target_id: plain.target_id, spec: plain.spec, state: plain.state, next_run_at: plain.next_run_at, last_run_at: plain.last_run_at, updated_at: plain.updated_at }, 'policy as the plain read has it');
+  t.type(both?.policy?.updated_at, Date);
+  t.equal((await findTargetAndPolicyInProject(pool, 'p', 'early-none'))?.policy ?? null, null, 'no target: nothing');
   const runs = await eventually(async () => {
     const list = await fx.h.admin.ok('GET', '/v1/projects/p/runs?target=sched');
     return list.runs.filter((r: { state: string }) => r.state === 'done').length >= 2 ? list.runs : undefined;
