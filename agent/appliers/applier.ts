@@ -10,6 +10,7 @@
  * applier-errors.ts). A password never appears in a log line written here.
  */
 import type { ApplierErrorCode } from './applier-errors.js';
+import type { PasswordDerivation } from './password-derivation.js';
 import type { Engine } from './target.js';
 
 /**
@@ -60,6 +61,12 @@ export interface ApplyRequest {
   strategy: RotationStrategy;
   /** Self-rotation: the password that logs in now. Ignored in admin mode. */
   currentPassword?: string | undefined;
+  /**
+   * Work on a new password started ahead of time (PasswordDerivation.start). An applier
+   * takes what it needs from it for `newPassword` (it hands nothing out for another
+   * password) and computes the rest itself; engines with nothing to derive ignore it.
+   */
+  derived?: PasswordDerivation | undefined;
 }
 
 export interface ApplyResponse {

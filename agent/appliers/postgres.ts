@@ -122,7 +122,8 @@ export class PostgresApplier extends ApplierBase {
       throw this.fail('ERR_APPLIER_UNSUPPORTED', 'apply', 'PostgreSQL holds one password per role: dual is not possible');
     }
     const done: ApplyResponse = { strategy: 'replace', oldPasswordRetained: false, unchanged: false, persisted: true };
-    const verifier = await scramSha256Verifier(req.newPassword);
+    // started when the command was accepted (apply-command.ts), for this very password; or computed now
+    const verifier = await (req.derived?.scramSha256Verifier(req.newPassword) ?? scramSha256Verifier(req.newPassword));
     const alter = (client: pg.Client) =>
       client.query(`ALTER ROLE ${client.escapeIdentifier(req.user)} PASSWORD ${client.escapeLiteral(verifier)}`);
     if (!this.selfMode) {

@@ -1,9 +1,34 @@
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
+import type { CommandEnvelope } from '../../shared/protocol/agent-messages.js';
 import { ApplyPayload, ApplySecrets, type ApplyFacts } from '../../shared/protocol/rotation-commands.js';
 import type { Applier } from '../appliers/applier.js';
+// a value import, but driver-free: password-derivation.ts needs only node:crypto
+import { PasswordDerivation } from '../appliers/password-derivation.js';
 import type { CommandContext, CommandExecutor, ResultFacts } from './command-executor.js';
 import { openSecrets, parsePayload, withApplier, type RotationExecutorDeps } from './rotation-context.js';
+
+/**
+ * An apply made ready when it was accepted: the payload parsed, the secrets opened,
+ * the new password's derivation (PostgreSQL's SCRAM verifier) running — or the error
+ * that stopped it, for `execute` to throw in turn (so the command fails as it always did).
+ */
+export type PreparedApply =
+  | { ok: true; payload: ApplyPayload; secrets: ApplySecrets; derived: PasswordDerivation | undefined }
+  | { ok: false; error: unknown };
+
+/** Never throws: an error opening or checking the secrets is kept in the result. Touches no database. */
+function prepareApply(deps: RotationExecutorDeps, envelope: CommandEnvelope, payload: ApplyPayload): PreparedApply {
+  try {
+    const secrets = openSecrets(deps, envelope, ApplySecrets);
+    if (payload.target.privilege.mode === 'self' && secrets.currentPassword === undefined) {
+      throw new SikkerError('ERR_VALIDATION', 'a self-rotation apply needs the current password');
+    }
+    return { ok: true, payload, secrets, derived: PasswordDerivation.start(payload.target.engine, secrets.newPassword) };
+  } catch (error) {
+    return { ok: false, error };
+  }
+}
 
 /**
  * `rotation.apply`: sets the sealed new password for the user, then proves it with a
@@ -20,24 +45,33 @@ import { openSecrets, parsePayload, withApplier, type RotationExecutorDeps } fro
  * after putting `restorePassword` back when the command carries one (details say
  * whether the previous password logs in again); ERR_VALIDATION for malformed input.
  * No password appears in a message, a cause or a log line.
+ *
+ * `prepare` (when the command is accepted, before it is journaled) parses nothing
+ * again: it takes the payload checkPayload parsed, opens the sealed secrets and starts
+ * the new password's derivation, which the applier then uses instead of computing it
+ * (PostgreSQL: the SCRAM verifier, ~1 ms of PBKDF2, overlapped with the journal
+ * write). Nothing reaches the database before `execute`. A command resumed after a
+ * restart has no prepared value and does all of it in `execute`, with the same errors.
  */
-export function createApplyExecutor(deps: RotationExecutorDeps): CommandExecutor {
+export function createApplyExecutor(deps: RotationExecutorDeps): CommandExecutor<ApplyPayload, PreparedApply> {
   return {
     kind: 'rotation.apply',
     idempotent: true,
     checkPayload(payload) {
-      parsePayload('rotation.apply', ApplyPayload, payload);
+      return parsePayload('rotation.apply', ApplyPayload, payload);
     },
-    async execute({ envelope, logger }: CommandContext): Promise<ResultFacts> {
-      const payload = parsePayload('rotation.apply', ApplyPayload, envelope.payload);
-      const secrets = openSecrets(deps, envelope, ApplySecrets);
-      if (payload.target.privilege.mode === 'self' && secrets.currentPassword === undefined) {
-        throw new SikkerError('ERR_VALIDATION', 'a self-rotation apply needs the current password');
-      }
+    prepare(envelope, payload) {
+      return prepareApply(deps, envelope, payload);
+    },
+    async execute({ envelope, logger, prepared }: CommandContext<PreparedApply>): Promise<ResultFacts> {
+      const ready = prepared ?? prepareApply(deps, envelope, parsePayload('rotation.apply', ApplyPayload, envelope.payload));
+      if (!ready.ok) throw ready.error;
+      const { payload, secrets, derived } = ready;
       const { user, strategy } = payload;
       const log = logger.child({ rotationRunId: payload.runId, attempt: payload.attempt, engine: payload.target.engine, user, strategy });
       return withApplier(deps, payload.target, log, async (applier) => {
-        const applied = await applier.apply({ user, newPassword: secrets.newPassword, strategy, currentPassword: secrets.currentPassword });
+        // `derived` was started for secrets.newPassword; the restore below gets none and derives its own
+        const applied = await applier.apply({ user, newPassword: secrets.newPassword, strategy, currentPassword: secrets.currentPassword, derived });
         if (deps.crashAfterApply === true) {
           log.fatal('SIKKER_AGENT_TEST_CRASH_AT=after-apply: killing this process after the database changed');
           process.kill(process.pid, 'SIGKILL');

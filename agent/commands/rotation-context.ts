@@ -5,7 +5,9 @@
  * applier and closes it, so no admin connection stays open while the agent idles.
  *
  * Only types are imported from agent/appliers: the factory (and with it the drivers
- * pg, mysql2, ioredis) is loaded at the first rotation command, not at start.
+ * pg, mysql2, ioredis) is loaded at the first rotation command, not at start. (The
+ * one value the executors import from there, PasswordDerivation in apply-command.ts,
+ * needs only node:crypto.)
  */
 import type { ApplierPool } from './applier-pool.js';
 import type { MongodbCommandTemplate } from '../appliers/target.js';

@@ -2,7 +2,7 @@ import type { KeyObject } from 'node:crypto';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, verifyCommand, type AgentToHub, type CommandEnvelope, type CommandKind, type CommandResult } from '../../shared/protocol/agent-messages.js';
-import type { ExecutorRegistry } from '../commands/command-executor.js';
+import type { CommandExecutor, ExecutorRegistry } from '../commands/command-executor.js';
 import type { CommandJournal } from '../journal/command-journal.js';
 
 /** What happened to one received command (for events and tests). */
@@ -42,9 +42,11 @@ const HELLO_BUDGET_BYTES = MAX_MESSAGE_BYTES - 4096;
  * were accepted (two deliveries to one sink land in generation order). Checks, in
  * order: signature with the pinned server key, addressee, already journaled (re-send
  * the result, or `accepted` again — never execute twice), expiry, generation above
- * the highest accepted, payload shape. Acceptance is journaled durably before
- * `accepted` is sent; the result is journaled before `result` is sent. When no
- * session is attached, results wait in the journal for the next hello.
+ * the highest accepted, payload shape. Then the executor may `prepare` (start work
+ * that needs nothing outside this process, e.g. a password verifier) so it overlaps
+ * with the journal write. Acceptance is journaled durably before `accepted` is sent;
+ * the result is journaled before `result` is sent. When no session is attached,
+ * results wait in the journal for the next hello.
  */
 export class CommandProcessor {
   readonly #o: CommandProcessorOptions;
@@ -120,16 +122,18 @@ export class CommandProcessor {
 
   handleCommand(envelope: CommandEnvelope, signature: string): CommandDecision {
     if (!this.#accepting) return { action: 'ignored' };
-    const refusal = this.#refusal(envelope, signature);
-    if (refusal !== null) return refusal;
+    const checked = this.#check(envelope, signature);
+    if ('refusal' in checked) return checked.refusal;
+    const prepared = this.#prepare(checked.executor, envelope, checked.payload);
     try {
       this.#o.journal.recordAccepted(envelope, signature);
     } catch (err) {
+      // `prepared` is dropped unused (prepare leaves nothing that could reject unobserved)
       this.#o.logger.error({ err, commandId: envelope.commandId }, 'could not journal an accepted command; refusing it');
       return this.#reject(envelope.commandId, new SikkerError('ERR_AGENT_STATE', 'the agent could not record the command durably', { retryable: true }));
     }
     this.#send?.({ type: 'accepted', commandId: envelope.commandId });
-    this.#enqueue(envelope);
+    this.#enqueue(envelope, prepared);
     return { action: 'accepted' };
   }
 
@@ -162,30 +166,44 @@ export class CommandProcessor {
     }
   }
 
-  #refusal(envelope: CommandEnvelope, signature: string): CommandDecision | null {
+  /** The refusal to answer with, or the executor and the payload it parsed. */
+  #check(envelope: CommandEnvelope, signature: string): { refusal: CommandDecision } | { executor: CommandExecutor; payload: unknown } {
     const { commandId } = envelope;
+    const refuse = (err: SikkerError) => ({ refusal: this.#reject(commandId, err) });
     if (!verifyCommand(this.#o.serverPublicKey, envelope, signature)) {
-      return this.#reject(commandId, new SikkerError('ERR_COMMAND_SIGNATURE', 'the command signature does not verify with the pinned server key'));
+      return refuse(new SikkerError('ERR_COMMAND_SIGNATURE', 'the command signature does not verify with the pinned server key'));
     }
     if (envelope.agentId !== this.#o.agentId) {
-      return this.#reject(commandId, new SikkerError('ERR_COMMAND_WRONG_AGENT', 'the command is addressed to another agent'));
+      return refuse(new SikkerError('ERR_COMMAND_WRONG_AGENT', 'the command is addressed to another agent'));
     }
     const known = this.#o.journal.get(commandId);
-    if (known !== undefined) return this.#repeat(commandId, known.status, known.result);
+    if (known !== undefined) return { refusal: this.#repeat(commandId, known.status, known.result) };
     if (envelope.expiresAt <= (this.#o.now ?? Date.now)()) {
-      return this.#reject(commandId, new SikkerError('ERR_COMMAND_EXPIRED', 'the command expired before it reached the agent'));
+      return refuse(new SikkerError('ERR_COMMAND_EXPIRED', 'the command expired before it reached the agent'));
     }
     if (envelope.generation <= this.#o.journal.highestGeneration) {
-      return this.#reject(commandId, new SikkerError('ERR_COMMAND_STALE', `generation ${envelope.generation} is not above ${this.#o.journal.highestGeneration}, the highest accepted`));
+      return refuse(new SikkerError('ERR_COMMAND_STALE', `generation ${envelope.generation} is not above ${this.#o.journal.highestGeneration}, the highest accepted`));
     }
     const executor = this.#o.executors.get(envelope.kind);
-    if (executor === undefined) return this.#reject(commandId, new SikkerError('ERR_VALIDATION', `this agent does not run ${envelope.kind} commands`));
+    if (executor === undefined) return refuse(new SikkerError('ERR_VALIDATION', `this agent does not run ${envelope.kind} commands`));
     try {
-      executor.checkPayload(envelope.payload);
+      return { executor, payload: executor.checkPayload(envelope.payload) };
     } catch (err) {
-      return this.#reject(commandId, err instanceof SikkerError ? err : new SikkerError('ERR_VALIDATION', 'invalid payload'));
+      return refuse(err instanceof SikkerError ? err : new SikkerError('ERR_VALIDATION', 'invalid payload'));
     }
-    return null;
+  }
+
+  /** The executor's prepared value for an accepted command, or undefined (no `prepare`, or it broke its contract by throwing). */
+  #prepare(executor: CommandExecutor, envelope: CommandEnvelope, payload: unknown): unknown {
+    if (executor.prepare === undefined) return undefined;
+    try {
+      return executor.prepare(envelope, payload);
+    } catch (err) {
+      // The command then runs unprepared, as after a restart, and fails (or not) as it would have.
+      // Only the code is logged: this error did not pass the executor's own sanitising.
+      this.#o.logger.warn({ commandId: envelope.commandId, code: err instanceof SikkerError ? err.code : undefined }, 'preparing the command failed; it runs unprepared');
+      return undefined;
+    }
   }
 
   #repeat(commandId: string, status: 'accepted' | 'final', result: CommandResult | null): CommandDecision {
@@ -201,10 +219,10 @@ export class CommandProcessor {
     return { action: 'rejected', code: err.code };
   }
 
-  #enqueue(envelope: CommandEnvelope): void {
+  #enqueue(envelope: CommandEnvelope, prepared?: unknown): void {
     this.#pending += 1;
     this.#queue = this.#queue
-      .then(() => this.#execute(envelope))
+      .then(() => this.#execute(envelope, prepared))
       .catch((err: unknown) => {
         // Only a throwing 'command-finished' listener gets here; the result is already journaled.
         this.#o.logger.error({ err, commandId: envelope.commandId }, 'a command-finished listener failed');
@@ -215,13 +233,13 @@ export class CommandProcessor {
   }
 
   /** Never throws: every failure becomes a `failed` result. */
-  async #execute(envelope: CommandEnvelope): Promise<void> {
+  async #execute(envelope: CommandEnvelope, prepared: unknown): Promise<void> {
     const log = this.#o.logger.child({ commandId: envelope.commandId, kind: envelope.kind });
     const executor = this.#o.executors.get(envelope.kind);
     let outcome: Omit<CommandResult, 'commandId'>;
     try {
       if (executor === undefined) throw new SikkerError('ERR_VALIDATION', `this agent does not run ${envelope.kind} commands`);
-      const facts = await executor.execute({ envelope, logger: log });
+      const facts = await executor.execute({ envelope, logger: log, prepared });
       outcome = { outcome: 'succeeded', result: facts, error: null };
     } catch (err) {
       if (!(err instanceof SikkerError)) log.error({ err }, 'command failed unexpectedly');

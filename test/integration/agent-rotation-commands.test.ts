@@ -122,8 +122,10 @@ interface Executors {
   check: CommandExecutor;
   revoke: CommandExecutor;
   lines: string[];
-  /** checkPayload, then execute: what the command processor does. */
+  /** checkPayload, prepare (when the executor has one), then execute: what the command processor does. */
   run(executor: CommandExecutor, e: CommandEnvelope): Promise<ResultFacts>;
+  /** execute alone: a command resumed after a restart. */
+  runUnprepared(executor: CommandExecutor, e: CommandEnvelope): Promise<ResultFacts>;
 }
 
 function executors(extra: Partial<RotationExecutorDeps> = {}): Executors {
@@ -144,7 +146,11 @@ function executors(extra: Partial<RotationExecutorDeps> = {}): Executors {
     revoke: createRevokeExecutor(deps),
     lines,
     async run(executor, e) {
-      executor.checkPayload(e.payload);
+      const payload = executor.checkPayload(e.payload);
+      const prepared = executor.prepare?.(e, payload);
+      return executor.execute({ envelope: e, logger: logger.child({ commandId: e.commandId, kind: e.kind }), prepared });
+    },
+    async runUnprepared(executor, e) {
       return executor.execute({ envelope: e, logger: logger.child({ commandId: e.commandId, kind: e.kind }) });
     },
   };
@@ -219,6 +225,10 @@ t.test('rotation.apply – sets the new password and proves it: new accepted, ol
   t.same(facts, { verified: true, unchanged: false, oldPasswordRetained: false, persisted: true }, 'facts');
   t.equal(await login(user, next), 'ok', 'a fresh login with the new password works');
   t.equal(await login(user, old), 'refused', 'the old password is refused');
+  const resumed = randomPassword('resumed');
+  t.same(await x.runUnprepared(x.apply, applyEnvelope(pgTarget(user), user, { newPassword: resumed })), facts, 'unprepared (resumed after a restart): the same');
+  t.equal(await login(user, resumed), 'ok', 'that password logs in');
+  t.equal(await login(user, next), 'refused', 'the one before does not');
 });
 
 t.test('rotation.apply – running the same command again succeeds and changes nothing', async (t) => {
@@ -428,6 +438,7 @@ t.test('rotation commands – malformed input is refused without echoing it', as
     const err = await rejection(t, x.run(x.apply, e));
     t.match(err, { code, message }, `${code} ${String(message)}`);
     t.same(renderings(err).filter((text) => text.includes(canary.token)), [], 'nothing of the secrets in the error');
+    t.match(await rejection(t, x.runUnprepared(x.apply, e)), { code, message }, 'the same without prepare (a resumed command)');
   }
 });
 

@@ -10,10 +10,12 @@ import { randomBytes } from 'node:crypto';
 import { createApplier } from '../../agent/appliers/index.js';
 import type { Applier } from '../../agent/appliers/applier.js';
 import type { TargetConnection } from '../../agent/appliers/target.js';
+import { PasswordDerivation } from '../../agent/appliers/password-derivation.js';
 import { parseScramVerifier } from '../../agent/appliers/postgres-scram-verifier.js';
 import { eventually } from '../support/agents.js';
 import { applierConformance, randomPassword, type ApplierFixture } from '../support/applier-fixtures.js';
 import { freePort } from '../support/free-port.js';
+import { postgresLogsIn } from '../support/postgres-login.js';
 import { startScramPostgres } from '../support/scram-postgres.js';
 
 const server = await startScramPostgres();
@@ -92,6 +94,28 @@ t.test('postgres: apply – stores a SCRAM verifier computed by the agent', asyn
   t.equal(parsed?.iterations, 4096, '4096 iterations');
   t.equal(parsed?.salt.length, 16, '16-byte salt');
   t.notOk(stored.includes(next), 'not the plaintext');
+});
+
+t.test('postgres: apply – stores the verifier derived ahead of time, only for the password it was derived from', async (t) => {
+  const storedVerifier = async (user: string): Promise<string> =>
+    (await superuser.query<{ rolpassword: string }>('SELECT rolpassword FROM pg_authid WHERE rolname = $1', [user])).rows[0]?.rolpassword ?? '';
+  const applier = await adminApplier(t);
+  const user = await createRole(t, 'derived', randomPassword('old'));
+  const next = randomPassword('new');
+  const derived = PasswordDerivation.start('postgres', next);
+  const expected = await derived?.scramSha256Verifier(next);
+  t.ok(expected !== undefined, 'derived');
+  await applier.apply({ user, newPassword: next, strategy: 'replace', derived });
+  t.equal(await storedVerifier(user), expected, 'the derived verifier is what the server stores');
+  t.ok(await postgresLogsIn(server.port, user, next), 'and the new password logs in');
+  // a derivation for another password is not used: the applier computes the right verifier itself
+  const other = randomPassword('other');
+  const third = randomPassword('third');
+  const mismatched = PasswordDerivation.start('postgres', other);
+  await applier.apply({ user, newPassword: third, strategy: 'replace', derived: mismatched });
+  t.not(await storedVerifier(user), await mismatched?.scramSha256Verifier(other), 'not the other password\'s verifier');
+  t.ok(await postgresLogsIn(server.port, user, third), 'the applied password logs in');
+  t.notOk(await postgresLogsIn(server.port, user, other), 'the one the derivation was for does not');
 });
 
 t.test('postgres: preflight – NOLOGIN role is a problem', async (t) => {
