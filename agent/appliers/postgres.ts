@@ -8,6 +8,7 @@
  * Strategies: `replace` only — a role holds one password (`dual` is refused at
  * preflight and apply with ERR_APPLIER_UNSUPPORTED; use `alternate`).
  */
+import type { Socket } from 'node:net';
 import pg from 'pg';
 import type {
   ApplyRequest,
@@ -24,6 +25,7 @@ import { ApplierBase, type PreflightReport } from './applier-base.js';
 import { classifyCommon, driverCodeOf, type ApplierOperation, type Classification } from './applier-errors.js';
 import { ConnectionCache } from './connection-cache.js';
 import { scramSha256Verifier } from './postgres-scram-verifier.js';
+import { WarmSocket } from './postgres-warm-socket.js';
 import { tlsOptions, type Login } from './target.js';
 
 /** SQLSTATEs of a refused login: invalid_password, invalid_authorization_specification. */
@@ -46,6 +48,8 @@ interface RoleFacts {
 
 export class PostgresApplier extends ApplierBase {
   readonly engine = 'postgres' as const;
+  /** Opened by an admin-mode apply for the verify that follows it (taken once, closed if unused). */
+  private warm: WarmSocket | null = null;
   private readonly admin = new ConnectionCache<pg.Client>(
     async () => {
       const client = await this.connect(this.requireAdmin('apply'));
@@ -127,7 +131,16 @@ export class PostgresApplier extends ApplierBase {
     const alter = (client: pg.Client) =>
       client.query(`ALTER ROLE ${client.escapeIdentifier(req.user)} PASSWORD ${client.escapeLiteral(verifier)}`);
     if (!this.selfMode) {
-      await this.withAdmin(alter);
+      // the connection for the verify that follows, opened while ALTER ROLE runs (postgres-warm-socket.ts)
+      this.warm?.close();
+      this.warm = WarmSocket.open(this.target.host, this.target.port);
+      try {
+        await this.withAdmin(alter);
+      } catch (err) {
+        this.warm?.close();
+        this.warm = null;
+        throw err;
+      }
       return done;
     }
     let client: pg.Client;
@@ -149,9 +162,17 @@ export class PostgresApplier extends ApplierBase {
   }
 
   protected async doVerify(req: VerifyRequest): Promise<VerifyResponse> {
+    const warm = this.warm?.take() ?? null;
+    this.warm = null;
     let client: pg.Client;
     try {
-      client = await this.connect(this.selfLogin(req.user, req.password));
+      try {
+        client = await this.connect(this.selfLogin(req.user, req.password), warm);
+      } catch (err) {
+        // a server's answer (a SQLSTATE) stands; a connection opened early that broke is replaced by a new one
+        if (warm === null || /^[0-9A-Z]{5}$/.test(driverCodeOf(err) ?? '')) throw err;
+        client = await this.connect(this.selfLogin(req.user, req.password));
+      }
     } catch (err) {
       if (LOGIN_REFUSED.has(driverCodeOf(err) ?? '')) return { outcome: 'refused' };
       throw err;
@@ -185,11 +206,14 @@ export class PostgresApplier extends ApplierBase {
   }
 
   protected doClose(): Promise<void> {
+    this.warm?.close();
+    this.warm = null;
     return this.admin.close();
   }
 
-  private clientConfig(login: Login): pg.ClientConfig {
+  private clientConfig(login: Login, stream: (() => Socket) | null = null): pg.ClientConfig {
     return {
+      ...(stream === null ? {} : { stream }),
       host: login.host,
       port: login.port,
       user: login.user,
@@ -204,9 +228,9 @@ export class PostgresApplier extends ApplierBase {
     };
   }
 
-  /** A fresh, connected client. Its errors surface through awaited calls. */
-  private async connect(login: Login): Promise<pg.Client> {
-    const client = new pg.Client(this.clientConfig(login));
+  /** A fresh, connected client (on `stream`, a socket opened ahead, when given). Its errors surface through awaited calls. */
+  private async connect(login: Login, stream: (() => Socket) | null = null): Promise<pg.Client> {
+    const client = new pg.Client(this.clientConfig(login, stream));
     client.on('error', () => {
       // an idle client's socket broke; the next awaited query reports it
     });

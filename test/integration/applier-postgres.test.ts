@@ -12,6 +12,8 @@ import type { Applier } from '../../agent/appliers/applier.js';
 import type { TargetConnection } from '../../agent/appliers/target.js';
 import { PasswordDerivation } from '../../agent/appliers/password-derivation.js';
 import { parseScramVerifier } from '../../agent/appliers/postgres-scram-verifier.js';
+import { WarmSocket } from '../../agent/appliers/postgres-warm-socket.js';
+import { createServer, connect as netConnect, type Socket } from 'node:net';
 import { eventually } from '../support/agents.js';
 import { applierConformance, randomPassword, type ApplierFixture } from '../support/applier-fixtures.js';
 import { freePort } from '../support/free-port.js';
@@ -116,6 +118,69 @@ t.test('postgres: apply – stores the verifier derived ahead of time, only for 
   t.not(await storedVerifier(user), await mismatched?.scramSha256Verifier(other), 'not the other password\'s verifier');
   t.ok(await postgresLogsIn(server.port, user, third), 'the applied password logs in');
   t.notOk(await postgresLogsIn(server.port, user, other), 'the one the derivation was for does not');
+});
+
+t.test('postgres: a socket opened ahead carries a full, real login (the password is checked on it)', async (t) => {
+  const password = randomPassword('warm');
+  const user = await createRole(t, 'warm', password);
+  const login = async (pw: string): Promise<string> => {
+    const warm = WarmSocket.open('127.0.0.1', server.port);
+    await new Promise((r) => setTimeout(r, 30)); // the server has accepted it and is waiting for the startup packet
+    const stream = warm?.take() ?? null;
+    t.not(stream, null, 'the socket is still usable');
+    const client = new pg.Client({ host: '127.0.0.1', port: server.port, user, password: pw, database: 'postgres', ...(stream === null ? {} : { stream }) });
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+      return (await client.query<{ u: string }>('SELECT current_user AS u')).rows[0]?.u ?? '';
+    } catch (err) {
+      return `refused ${(err as { code?: string }).code ?? ''}`;
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  };
+  t.equal(await login(password), user, 'the right password logs in on it');
+  t.equal(await login(randomPassword('wrong')), 'refused 28P01', 'a wrong one is refused on it');
+});
+
+t.test('postgres: a socket opened ahead that could not connect is not used', async (t) => {
+  const warm = WarmSocket.open('127.0.0.1', await freePort());
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(warm?.take(), null, 'nothing to take: the login opens its own connection');
+  t.equal(WarmSocket.open('/var/run/postgresql', 5432), null, 'no early socket for a Unix socket path');
+});
+
+t.test('postgres: verify after apply – when the early socket breaks during the login, a new connection gives the answer', async (t) => {
+  // A proxy in front of the cluster that cuts the first connection as soon as it speaks (the
+  // startup packet on the socket apply opened) and forwards every later one.
+  let seen = 0;
+  const open = new Set<Socket>();
+  const proxy = createServer((inbound) => {
+    open.add(inbound);
+    inbound.on('error', () => undefined);
+    if (seen++ === 0) {
+      inbound.once('data', () => inbound.destroy());
+      return;
+    }
+    const outbound = netConnect(server.port, '127.0.0.1');
+    open.add(outbound);
+    outbound.on('error', () => inbound.destroy());
+    inbound.pipe(outbound).pipe(inbound);
+  });
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => {
+    for (const s of open) s.destroy();
+    proxy.close();
+  });
+  const port = (proxy.address() as { port: number }).port;
+  const applier = await createApplier(target('admin', port), { url: server.superuserUrl });
+  t.teardown(() => applier.close());
+  const user = await createRole(t, 'proxied', randomPassword('old'));
+  const next = randomPassword('new');
+  await applier.apply({ user, newPassword: next, strategy: 'replace' });
+  t.same(await applier.verify({ user, password: next }), { outcome: 'ok' }, 'verified on a second connection');
+  t.equal(seen, 2, 'the early socket was cut, then one more connection made');
+  t.same(await applier.verify({ user, password: randomPassword('wrong') }), { outcome: 'refused' }, 'and a wrong password is still refused');
 });
 
 t.test('postgres: preflight – NOLOGIN role is a problem', async (t) => {
