@@ -45,8 +45,8 @@ const HELLO_BUDGET_BYTES = MAX_MESSAGE_BYTES - 4096;
  * the highest accepted, payload shape. Then the executor may `prepare` (start work
  * that needs nothing outside this process, e.g. a password verifier) so it overlaps
  * with the journal write. Acceptance is journaled durably before `accepted` is sent;
- * the result is journaled before `result` is sent. When no session is attached,
- * results wait in the journal for the next hello.
+ * the result is journaled right after `result` is sent (see #finish). When no session
+ * is attached, results wait in the journal for the next hello.
  */
 export class CommandProcessor {
   readonly #o: CommandProcessorOptions;
@@ -250,15 +250,19 @@ export class CommandProcessor {
 
   #finish(commandId: string, kind: CommandKind, outcome: Omit<CommandResult, 'commandId'>, log: Logger): void {
     const result: CommandResult = { commandId, ...outcome };
+    // Sent first, then journaled in the same turn of the event loop (the write and its fdatasync
+    // are synchronous), so no message is handled in between. A crash between the two leaves the
+    // command in progress in the journal: it runs again at start, before the agent reconnects
+    // (every kind may: all are idempotent), and reports again, which the hub takes once.
+    this.#send?.({ type: 'result', ...result });
     try {
       this.#o.journal.recordFinal(result);
     } catch (err) {
-      // Still reported now; after a restart the command would run again (kinds are idempotent).
+      // Already reported; after a restart the command would run again (kinds are idempotent).
       log.error({ err }, 'could not journal a command result');
     }
     if (result.outcome === 'succeeded') log.info('command succeeded');
     else log.warn({ code: result.error?.code }, `command failed: ${result.error?.message ?? ''}`);
-    this.#send?.({ type: 'result', ...result });
     this.#o.onFinished?.({ commandId, kind, outcome: result.outcome, code: result.error?.code ?? null });
   }
 }

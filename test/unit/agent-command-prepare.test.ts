@@ -104,7 +104,10 @@ function recordingJournal(events: string[], fail = false): CommandJournal {
       if (fail) throw new SikkerError('ERR_AGENT_STATE', 'disk full');
       inner.recordAccepted(e, signature);
     },
-    recordFinal: (result) => inner.recordFinal(result),
+    recordFinal(result) {
+      events.push('journal final');
+      inner.recordFinal(result);
+    },
     acknowledge: (commandId) => inner.acknowledge(commandId),
     unacknowledgedResults: (limit) => inner.unacknowledgedResults(limit),
     inProgress: () => inner.inProgress(),
@@ -122,7 +125,8 @@ t.test('prepare – after every check, before the journal write; execute gets it
   const e = envelope(h.keys.identity.identityId);
   t.same(h.send(e), { action: 'accepted' });
   t.match(await h.result(e.commandId), { outcome: 'succeeded' });
-  t.same(events, ['checkPayload', 'prepare true', 'journal', 'send accepted', 'execute with its prepared value', 'send result']);
+  // accepted only once journaled; the result sent first and journaled right after (command-processor.ts #finish)
+  t.same(events, ['checkPayload', 'prepare true', 'journal', 'send accepted', 'execute with its prepared value', 'send result', 'journal final']);
 });
 
 t.test('prepare – not called for a command that is refused or already known', async (t) => {

@@ -213,6 +213,33 @@ t.test('hub client – a refused upgrade is a failed attempt with the server cod
   t.pass('connects once the hub accepts');
 });
 
+t.test('hub client – a result is sent before it is journaled; when journaling fails (a crash there), the command runs again after a restart and reports again', async (t) => {
+  const keys = makeKeys();
+  // A journal that loses the final record, as a crash right after the send would.
+  class LosingJournal extends MemoryCommandJournal {
+    override recordFinal(): void {
+      throw new Error('disk gone');
+    }
+  }
+  const journal = new LosingJournal();
+  const hub = await FakeHub.start(t, {}, keys.agentPublicKey);
+  const first = startClient(t, hub, keys, { journal });
+  const side = await hub.nextConnection(0);
+  await side.next((m) => m.type === 'hello');
+  const e = envelope(keys.identity.identityId);
+  side.send(commandFrame(keys.serverPrivateKey, e));
+  t.match(await side.next(isResult(e.commandId)), { outcome: 'succeeded' }, 'the result was sent although it could not be journaled');
+  t.same(journal.inProgress().map((x) => x.commandId), [e.commandId], 'the journal still has the command in progress');
+  await first.client.stop(100);
+  // "Restart": a new client on the same journal runs it again at start and reports it.
+  const restarted = new MemoryCommandJournal();
+  for (const entry of journal.inProgress()) restarted.recordAccepted(entry.envelope!, entry.signature!);
+  startClient(t, hub, keys, { journal: restarted });
+  const again = await hub.nextConnection(1);
+  await again.next((m) => (m.type === 'hello' && m.results.some((r) => r.commandId === e.commandId)) || isResult(e.commandId)(m));
+  t.equal(restarted.get(e.commandId)?.status, 'final', 'run again and journaled this time');
+});
+
 t.test('hub client – a hello never exceeds one frame; left-over results follow it', async (t) => {
   const keys = makeKeys();
   const journal = new MemoryCommandJournal();
