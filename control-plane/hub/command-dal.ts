@@ -1,5 +1,5 @@
 import type { PoolClient } from 'pg';
-import type { Queryable } from '../db/queryable.js';
+import type { Queryable, StatementWrite } from '../db/queryable.js';
 
 export const OPEN_STATES = ['pending', 'delivered', 'accepted'] as const;
 
@@ -92,14 +92,20 @@ export async function markAccepted(db: Queryable, agentId: string, commandId: st
  * change nothing. Returns true when this call made the change.
  */
 export async function completeCommand(db: Queryable, agentId: string, commandId: string, state: 'succeeded' | 'failed' | 'rejected' | 'expired', result: Record<string, unknown> | null, error: { code: string; message: string } | null, options: { evenIfExpired?: boolean } = {}): Promise<boolean> {
+  const write = completeCommandWrite(agentId, commandId, state, result, error, options);
+  return (await db.query(write.sql, write.values)).rowCount === 1;
+}
+
+/** {@link completeCommand} as a statement to send with others (it changes one row, or none). */
+export function completeCommandWrite(agentId: string, commandId: string, state: 'succeeded' | 'failed' | 'rejected' | 'expired', result: Record<string, unknown> | null, error: { code: string; message: string } | null, options: { evenIfExpired?: boolean } = {}): StatementWrite {
   // A result from the agent wins over our own expiry: the agent may have accepted it just before (what it did is what happened).
   const from = options.evenIfExpired === true ? [...OPEN_STATES, 'expired'] : [...OPEN_STATES];
-  const updated = await db.query(
-    `UPDATE agent_commands SET state = $3, result = $4, error = $5, completed_at = now(), sealed = NULL
-      WHERE command_id = $1 AND agent_id = $2 AND state = ANY($6::text[])`,
-    [commandId, agentId, state, result === null ? null : JSON.stringify(result), error === null ? null : JSON.stringify(error), from],
-  );
-  return updated.rowCount === 1;
+  return {
+    name: 'command-complete',
+    sql: `UPDATE agent_commands SET state = $3, result = $4, error = $5, completed_at = now(), sealed = NULL
+           WHERE command_id = $1 AND agent_id = $2 AND state = ANY($6::text[]) RETURNING 1`,
+    values: [commandId, agentId, state, result === null ? null : JSON.stringify(result), error === null ? null : JSON.stringify(error), from],
+  };
 }
 
 export async function findCommand(db: Queryable, commandId: string): Promise<CommandRow | null> {

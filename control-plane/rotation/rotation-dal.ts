@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Queryable } from '../db/queryable.js';
+import type { Queryable, StatementWrite } from '../db/queryable.js';
 import type { PolicySpec } from '../../shared/protocol/rotation-api.js';
 import type { TargetSpec } from '../../shared/protocol/rotation-commands.js';
 
@@ -227,17 +227,43 @@ export async function addSteps(db: Queryable, runId: string, steps: RunStep[]): 
   await db.query({ name: 'run-steps-add', text: INSERT_STEPS, values: [runId, ...stepColumns(steps)] });
 }
 
-/** A run's changes and its new steps in one statement (one round trip at the end of every step). */
-export async function updateRunWithSteps(db: Queryable, runId: string, change: RunChange, steps: RunStep[]): Promise<void> {
+/**
+ * A run's changes, its new steps and the step's other writes — those nothing in the step
+ * reads back — in one statement (one round trip at the end of every step). Returns how many
+ * rows each of `writes` changed, in order.
+ */
+export async function updateRunWithSteps(db: Queryable, runId: string, change: RunChange, steps: RunStep[], writes: StatementWrite[] = []): Promise<number[]> {
   const keys = Object.keys(change) as Array<keyof RunChange>;
-  if (keys.length === 0) return addSteps(db, runId, steps);
-  if (steps.length === 0) return updateRun(db, runId, change);
-  const sets = keys.map((k, i) => `${k} = $${i + 5}`);
-  await db.query({
-    name: shapeName('run-update-steps', keys),
-    text: `WITH run AS (UPDATE rotation_runs SET ${[...sets, 'updated_at = now()'].join(', ')} WHERE run_id = $1) ${INSERT_STEPS}`,
-    values: [runId, ...stepColumns(steps), ...keys.map((k) => change[k])],
-  });
+  if (writes.length === 0) {
+    if (keys.length === 0) await addSteps(db, runId, steps);
+    else if (steps.length === 0) await updateRun(db, runId, change);
+    else {
+      const sets = keys.map((k, i) => `${k} = $${i + 5}`);
+      await db.query({
+        name: shapeName('run-update-steps', keys),
+        text: `WITH run AS (UPDATE rotation_runs SET ${[...sets, 'updated_at = now()'].join(', ')} WHERE run_id = $1) ${INSERT_STEPS}`,
+        values: [runId, ...stepColumns(steps), ...keys.map((k) => change[k])],
+      });
+    }
+    return [];
+  }
+  // $1 run id, $2–$4 the steps' columns, then the run's changes, then each write's own parameters.
+  const values: unknown[] = [runId, ...stepColumns(steps), ...keys.map((k) => change[k])];
+  const ctes: string[] = [];
+  if (keys.length > 0) ctes.push(`run AS (UPDATE rotation_runs SET ${[...keys.map((k, i) => `${k} = $${i + 5}`), 'updated_at = now()'].join(', ')} WHERE run_id = $1)`);
+  ctes.push(`steps AS (${INSERT_STEPS})`); // no steps: inserts nothing
+  for (const [i, w] of writes.entries()) {
+    const offset = values.length;
+    ctes.push(`w${i} AS (${w.sql.replace(/\$(\d+)/g, (_m, n: string) => `$${Number(n) + offset}`)})`);
+    values.push(...w.values);
+  }
+  const counts = writes.map((_w, i) => `(SELECT count(*) FROM w${i})::int AS w${i}`).join(', ');
+  const row = (await db.query<Record<string, number>>({
+    name: shapeName('run-flush', [...keys, ...writes.map((w) => `write:${w.name}`)]),
+    text: `WITH ${ctes.join(', ')} SELECT ${counts}`,
+    values,
+  })).rows[0];
+  return writes.map((_w, i) => row?.[`w${i}`] ?? 0);
 }
 
 /**

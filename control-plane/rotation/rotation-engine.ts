@@ -7,7 +7,8 @@ import { PolicySpec } from '../../shared/protocol/rotation-api.js';
 import type { AuditChainWriter } from '../audit/audit-appender.js';
 import type { AuditDraft } from '../audit/audit-types.js';
 import { withTransaction } from '../db/transaction.js';
-import { completeCommand, findCommand, type CommandRow } from '../hub/command-dal.js';
+import { completeCommandWrite, findCommand, type CommandRow } from '../hub/command-dal.js';
+import type { StatementWrite } from '../db/queryable.js';
 import type { ClaimedDelivery } from '../hub/hub-server.js';
 import type { CommandService } from '../hub/command-service.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
@@ -356,7 +357,7 @@ export class RotationEngine {
         ctx.change({ state: 'parked', command_id: null, failures, next_action_at: new Date(Date.now() + PARKED_RECHECK_MS), error_code: 'ERR_ROTATION_UNCERTAIN', error_message: `cannot tell whether the new password took effect (${reason}); the target stays held and is checked hourly` },
           first ? 'parked: outcome unknown' : 'check failed again', { reason, failures });
         if (first) ctx.audit('rotation.parked', 'failure', run.pending_version, { code: 'ERR_ROTATION_UNCERTAIN' });
-        if (first) await this.finishLeaks(ctx, 'exposed', `ERR_ROTATION_UNCERTAIN: ${reason}`);
+        if (first) this.finishLeaks(ctx, 'exposed', `ERR_ROTATION_UNCERTAIN: ${reason}`);
         return { again: false, announce: [], alert: first ? ctx.alert('rotation.parked', 'ERR_ROTATION_UNCERTAIN', `cannot tell whether the new password took effect (${reason}); the target is held until a check succeeds`) : null };
       }
       ctx.change({ command_id: null, failures, next_action_at: backoff(await this.retryBase(ctx), failures) }, 'check failed; will ask again', { reason, failures });
@@ -379,13 +380,8 @@ export class RotationEngine {
     const oldIsDead = run.strategy === 'replace' && previousUser === run.db_user;
     const previous = await this.versions.promotePending(client, target.secret_id, run.pending_version, oldIsDead);
     const graceOver = previous === null || oldIsDead;
-    // The policy's last run, and — when nothing is left to revoke — the leaks this run answers, in one statement.
-    await client.query({
-      name: 'commit-bookkeeping',
-      text: `WITH policy AS (UPDATE policies SET last_run_at = now() WHERE target_id = $1)
-             UPDATE leaks SET state = 'neutralised', reason = NULL, neutralised_at = now() WHERE $3 AND run_id = $2 AND state = 'open'`,
-      values: [target.target_id, run.run_id, graceOver],
-    });
+    ctx.write({ name: 'policy-last-run', sql: 'UPDATE policies SET last_run_at = now() WHERE target_id = $1 RETURNING 1', values: [target.target_id] });
+    if (graceOver) this.finishLeaks(ctx, 'neutralised', null);
     const now = new Date();
     ctx.change(graceOver
       ? { state: 'done', holds_target: false, committed_at: now, finished_at: now, next_action_at: null, command_id: null, error_code: null, error_message: null }
@@ -432,7 +428,7 @@ export class RotationEngine {
       const now = new Date();
       ctx.change({ state: 'done', holds_target: false, finished_at: now, command_id: null, next_action_at: null }, 'previous revoked', { version: run.previous_version, outcome: command.result?.outcome ?? null });
       ctx.audit('rotation.revoke', 'success', run.previous_version, {});
-      await this.finishLeaks(ctx, 'neutralised', null);
+      this.finishLeaks(ctx, 'neutralised', null);
       return { again: false, announce: [], alert: null };
     }
     const failures = run.failures + 1;
@@ -460,7 +456,7 @@ export class RotationEngine {
     if (discardPending && run.pending_version !== null) await this.versions.revoke(ctx.client, ctx.target.secret_id, run.pending_version);
     ctx.change({ state: 'parked', holds_target: false, finished_at: new Date(), command_id: null, next_action_at: null, error_code: code, error_message: message }, 'parked', { code, message });
     ctx.audit('rotation.parked', 'failure', run.pending_version, { code });
-    await this.finishLeaks(ctx, 'exposed', `${code}: ${message}`);
+    this.finishLeaks(ctx, 'exposed', `${code}: ${message}`);
     return { again: false, announce: [], alert: ctx.alert('rotation.parked', code, message) };
   }
 
@@ -488,8 +484,8 @@ export class RotationEngine {
   }
 
   /** Closes the leak records this run answers. */
-  private async finishLeaks(ctx: StepContext, state: 'neutralised' | 'exposed', reason: string | null): Promise<void> {
-    await ctx.client.query({ name: 'leaks-finish', text: `UPDATE leaks SET state = $2, reason = $3, neutralised_at = CASE WHEN $2 = 'neutralised' THEN now() ELSE NULL END WHERE run_id = $1 AND state = 'open'`, values: [ctx.run.run_id, state, reason] });
+  private finishLeaks(ctx: StepContext, state: 'neutralised' | 'exposed', reason: string | null): void {
+    ctx.write({ name: 'leaks-finish', sql: `UPDATE leaks SET state = $2, reason = $3, neutralised_at = CASE WHEN $2 = 'neutralised' THEN now() ELSE NULL END WHERE run_id = $1 AND state = 'open' RETURNING 1`, values: [ctx.run.run_id, state, reason] });
   }
 
   private async retryBase(ctx: StepContext): Promise<number> {
@@ -505,13 +501,15 @@ export class RotationEngine {
       // Only the target's agent can report on the command (another agent's report is left to the hub, which refuses it too).
       if (reported.agentId === ctx.target.agent_id) {
         const { result, origin } = reported;
-        if (await completeCommand(ctx.client, reported.agentId, run.command_id, result.outcome, result.result, result.error, { evenIfExpired: true })) {
-          ctx.auditAs({ identityId: reported.agentId, sourceIp: origin.sourceIp, action: 'agent.command.result', projectId: origin.projectId, outcome: result.outcome, detail: { commandId: run.command_id, code: result.error?.code ?? null } });
-          ctx.onCommit.push(() => reported.settle(true));
-          return reportedCommand(run.command_id, reported.agentId, result);
-        }
-        // Already stored (a duplicate report): the stored row is the record.
+        const commandId = run.command_id;
+        // Stored with the step's other writes; audited only if this made the change (else a
+        // duplicate report, already stored and audited with the same result: the agent reports
+        // one final result per command).
+        ctx.write(completeCommandWrite(reported.agentId, commandId, result.outcome, result.result, result.error, { evenIfExpired: true }), (changed) => {
+          if (changed > 0) ctx.auditAs({ identityId: reported.agentId, sourceIp: origin.sourceIp, action: 'agent.command.result', projectId: origin.projectId, outcome: result.outcome, detail: { commandId, code: result.error?.code ?? null } });
+        });
         ctx.onCommit.push(() => reported.settle(true));
+        return reportedCommand(commandId, reported.agentId, result);
       }
     }
     const command = run.command_id === null ? null : await findCommand(ctx.client, run.command_id);
@@ -567,6 +565,8 @@ class StepContext {
   private readonly audits: AuditDraft[] = [];
   /** What to do once this step's transaction committed. */
   readonly onCommit: Array<() => void> = [];
+  /** Writes nothing in the step reads back, sent with the run's changes by flush; `then` gets the rows changed. */
+  private readonly writes: Array<{ write: StatementWrite; then?: ((changed: number) => void) | undefined }> = [];
   /** Changes to the run row, written once by flush (nothing in a step reads the row back). */
   private runChanges: RunChange = {};
 
@@ -600,6 +600,11 @@ class StepContext {
     });
   }
 
+  /** A write sent with the run's changes at flush (before the audit records are taken, so `then` may add one). */
+  write(write: StatementWrite, then?: (changed: number) => void): void {
+    this.writes.push({ write, then });
+  }
+
   /** An audit record that is not the run's own (an agent's result stored with the step). */
   auditAs(draft: AuditDraft): void {
     this.audits.push(draft);
@@ -607,7 +612,9 @@ class StepContext {
 
   /** Writes what the step collected; with `appendAudits: false` the audit records are returned for the caller to append. */
   async flush(options: { appendAudits: boolean } = { appendAudits: true }): Promise<AuditDraft[]> {
-    await updateRunWithSteps(this.client, this.run.run_id, this.runChanges, this.steps.splice(0));
+    const writes = this.writes.splice(0);
+    const changed = await updateRunWithSteps(this.client, this.run.run_id, this.runChanges, this.steps.splice(0), writes.map((w) => w.write));
+    for (const [i, w] of writes.entries()) w.then?.(changed[i] ?? 0);
     this.runChanges = {};
     const audits = this.audits.splice(0);
     if (!options.appendAudits) return audits;

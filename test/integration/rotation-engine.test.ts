@@ -8,7 +8,7 @@ import t from 'tap';
 import { createApplier } from '../../agent/appliers/index.js';
 import { applierError } from '../../agent/appliers/applier-errors.js';
 import type { ApplierFactory } from '../../agent/commands/rotation-context.js';
-import { findPolicy, findTargetAndPolicyInProject, findTargetById, findTargetInProject, insertRun, lockRunWithTarget } from '../../control-plane/rotation/rotation-dal.js';
+import { findPolicy, findTargetAndPolicyInProject, findTargetById, findTargetInProject, insertRun, lockRunWithTarget, runSteps, updateRunWithSteps } from '../../control-plane/rotation/rotation-dal.js';
 import { eventually } from '../support/agents.js';
 import { dumpRedisPrefix, SHARED_REDIS_URL } from '../support/databases.js';
 import { rotationFixture, startScramCluster } from '../support/rotation-fixture.js';
@@ -57,6 +57,17 @@ t.test('replace: rotate now → pending, dispatched, verified, committed; the ol
   const locked = await lockRunWithTarget(fx.h.plane.pool, started.run.runId);
   t.same(locked?.target, await findTargetById(fx.h.plane.pool, locked?.run.target_id ?? ''), 'the target read with the run lock equals the plain read (dates included)');
   t.type(locked?.target?.created_at, Date);
+  // A step's other writes go in the same statement as its run change and steps, each with its own parameters, each counted.
+  const before = (await runSteps(fx.h.plane.pool, started.run.runId)).length;
+  const counts = await updateRunWithSteps(fx.h.plane.pool, started.run.runId, { error_message: 'flush check' }, [{ step: 'flush check', detail: { n: 1 }, at: new Date() }], [
+    { name: 'check-commands', sql: "UPDATE agent_commands SET deliveries = deliveries WHERE kind = $1 AND command_id = ANY($2::uuid[]) RETURNING 1", values: ['rotation.apply', [applies[0]?.command_id]] },
+    { name: 'check-leaks', sql: 'UPDATE leaks SET reason = $1 WHERE run_id = $2 RETURNING 1', values: ['never', started.run.runId] },
+  ]);
+  t.same(counts, [1, 0], 'each write counted on its own parameters');
+  const after = await runSteps(fx.h.plane.pool, started.run.runId);
+  t.equal(after.length, before + 1, 'the step was appended');
+  t.equal(after[after.length - 1]?.step, 'flush check');
+  t.equal((await fx.h.plane.pool.query('SELECT error_message FROM rotation_runs WHERE run_id = $1', [started.run.runId])).rows[0]?.error_message, 'flush check', 'the run change was written');
   const logs = fx.h.logs.text();
   t.notOk(logs.includes(newPassword), 'the new password is in no control-plane log line');
   t.notOk(logs.includes('canary-5f3a9'), 'the old password is in no control-plane log line');
