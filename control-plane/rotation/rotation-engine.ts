@@ -274,27 +274,32 @@ export class RotationEngine {
     const policy = await ctx.policy();
     const rules = (policy?.spec ?? PolicySpec.parse({ schedule: { kind: 'every', seconds: 86_400 } })).passwordRules;
     const password = Buffer.from(generatePassword(rules, target.spec.engine), 'utf8');
+    let previous: { plaintext: Buffer; dbUser: string | null } | null = null;
     try {
-      const dataKey = await this.versions.lockSecret(client, target.project_id, target.secret_id);
+      // the previous version (the apply's restore or current password) is read with the lock
+      const locked = await this.versions.lockSecret(client, target.project_id, target.secret_id, ctx.run.previous_version);
+      previous = locked.version;
+      if (ctx.run.previous_version !== null && previous === null) throw new SikkerError('ERR_NOT_FOUND', `no version ${ctx.run.previous_version} of this secret`);
       let version: number;
       try {
-        version = await this.versions.addVersion(client, { projectId: target.project_id, secretId: target.secret_id, dataKey, plaintext: password, label: 'pending', dbUser: run.db_user, createdBy: null });
+        version = await this.versions.addVersion(client, { projectId: target.project_id, secretId: target.secret_id, dataKey: locked.dataKey, plaintext: password, label: 'pending', dbUser: run.db_user, createdBy: null });
       } finally {
-        zero(dataKey);
+        zero(locked.dataKey);
       }
       ctx.change({ state: 'pending', pending_version: version, next_action_at: new Date() }, 'pending stored', { version, user: run.db_user, attempt: run.attempt });
       ctx.audit('rotation.pending', 'success', version, { attempt: run.attempt });
       // Dispatch in the same transaction: the command becomes visible (and can be sent) only
       // when this commits, and the pending version commits with it.
-      return await this.dispatch(ctx, password);
+      return await this.dispatch(ctx, { pendingPassword: password, previous });
     } finally {
       zero(password);
+      zero(previous?.plaintext ?? null);
     }
   }
 
-  /** `pendingPassword`: the pending version's value when the caller has it in hand (else it is decrypted). */
-  private async dispatch(ctx: StepContext, pendingPassword?: Buffer): Promise<StepOutcome> {
-    const issued = await this.runCommands.apply(ctx.client, ctx.run, ctx.target, pendingPassword);
+  /** `held`: the pending value and the previous version when the caller has them in hand (else they are decrypted). */
+  private async dispatch(ctx: StepContext, held?: { pendingPassword: Buffer; previous: { plaintext: Buffer; dbUser: string | null } | null }): Promise<StepOutcome> {
+    const issued = await this.runCommands.apply(ctx.client, ctx.run, ctx.target, held);
     ctx.change({ state: 'dispatched', command_id: issued.commandId, failures: 0, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) },
       'dispatched to agent', { commandId: issued.commandId, agentId: ctx.target.agent_id, user: ctx.run.db_user, strategy: ctx.run.strategy });
     ctx.audit('rotation.dispatch', 'issued', ctx.run.pending_version, { commandId: issued.commandId });

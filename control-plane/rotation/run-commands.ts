@@ -20,10 +20,14 @@ export class RunCommands {
     return { ...target.spec, user };
   }
 
-  /** `pendingPassword`: the pending value when the caller holds it (it stays the caller's to zero); else it is decrypted. */
-  async apply(client: PoolClient, run: RunRow, target: TargetRow, pendingPassword?: Buffer): Promise<IssuedCommand> {
-    const newPassword = pendingPassword === undefined ? await this.password(client, target, run.pending_version) : Buffer.from(pendingPassword);
-    const previous = run.previous_version === null ? null : await this.versions.decrypt(client, target.project_id, target.secret_id, run.previous_version);
+  /**
+   * `held`: the pending value and the previous version (decrypted), when the caller has them
+   * in hand (they stay the caller's to zero); else they are decrypted here.
+   */
+  async apply(client: PoolClient, run: RunRow, target: TargetRow, held?: { pendingPassword: Buffer; previous: { plaintext: Buffer; dbUser: string | null } | null }): Promise<IssuedCommand> {
+    const newPassword = held === undefined ? await this.password(client, target, run.pending_version) : Buffer.from(held.pendingPassword);
+    const previous = held !== undefined ? (held.previous === null ? null : { ...held.previous, plaintext: Buffer.from(held.previous.plaintext) })
+      : run.previous_version === null ? null : await this.versions.decrypt(client, target.project_id, target.secret_id, run.previous_version);
     try {
       const sameUser = previous !== null && (previous.dbUser ?? target.spec.user) === run.db_user;
       const secrets: ApplySecrets = { newPassword: newPassword.toString('utf8') };

@@ -43,11 +43,29 @@ export class VersionStore {
     return { secretId, dataKey };
   }
 
-  /** Locks an existing secret by id and returns its data key (caller zeroes it). */
-  async lockSecret(client: PoolClient, projectId: string, secretId: string): Promise<Buffer> {
-    const row = (await client.query<{ wrapped_data_key: Buffer }>({ name: 'secret-lock', text: 'SELECT wrapped_data_key FROM secrets WHERE secret_id = $1 AND project_id = $2 FOR UPDATE', values: [secretId, projectId] })).rows[0];
+  /**
+   * Locks an existing secret by id and returns its data key (caller zeroes it) and, in the
+   * same statement, version `read` decrypted (null when `read` is null or no such version;
+   * the caller zeroes its plaintext too).
+   */
+  async lockSecret(client: PoolClient, projectId: string, secretId: string, read: number | null = null): Promise<{ dataKey: Buffer; version: { plaintext: Buffer; dbUser: string | null; state: string } | null }> {
+    const row = (await client.query<{ wrapped_data_key: Buffer; ciphertext: Buffer | null; db_user: string | null; state: string | null }>({
+      name: 'secret-lock',
+      text: `SELECT s.wrapped_data_key, v.ciphertext, v.db_user, v.state FROM secrets s
+               LEFT JOIN secret_versions v ON v.secret_id = s.secret_id AND v.version = $3::int
+              WHERE s.secret_id = $1 AND s.project_id = $2 FOR UPDATE OF s`,
+      values: [secretId, projectId, read],
+    })).rows[0];
     if (row === undefined) throw new SikkerError('ERR_NOT_FOUND', 'no such secret');
-    return this.keyring.dataKey(client, projectId, secretId, row.wrapped_data_key);
+    const dataKey = await this.keyring.dataKey(client, projectId, secretId, row.wrapped_data_key);
+    if (read === null || row.ciphertext === null || row.state === null) return { dataKey, version: null };
+    try {
+      const plaintext = open(dataKey, row.ciphertext, { purpose: 'secret-value', projectId, secretId, secretVersion: read });
+      return { dataKey, version: { plaintext, dbUser: row.db_user, state: row.state } };
+    } catch (err) {
+      zero(dataKey);
+      throw err;
+    }
   }
 
   /**
