@@ -14,6 +14,8 @@ export class AgentConnection {
   readonly sent = new Set<string>();
   /** Commands the agent reported as held at hello. */
   held = new Set<string>();
+  /** `accepted` marks not yet written, by command id (the hub writes them after a delay unless the result comes first). */
+  readonly acceptedLater = new Map<string, NodeJS.Timeout>();
   /** Messages are handled one after another, in arrival order (a flood queues here, bounded by the hub). */
   queue: Promise<void> = Promise.resolve();
   queued = 0;

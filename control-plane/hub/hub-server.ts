@@ -43,6 +43,14 @@ export type ResultClaimer = (agentId: string, result: CommandResult, origin: { s
  */
 const MAX_QUEUED_MESSAGES = 256;
 
+/**
+ * How long the hub waits before recording an agent's `accepted`. The mark only keeps the
+ * expiry sweep off a command the agent is running (commands live for minutes); most commands
+ * report their result well within this, and then the mark is never written — one database
+ * write fewer while the agent works on the database.
+ */
+const ACCEPTED_MARK_DELAY_MS = 1000;
+
 /** Agent refusals that say "not now" rather than "never". */
 const RETRYABLE_REFUSALS = new Set(['ERR_AGENT_STATE']);
 
@@ -162,6 +170,7 @@ export class HubServer {
 
   async close(): Promise<void> {
     for (const t of this.timers) clearInterval(t);
+    for (const conn of this.connections.values()) for (const timer of conn.acceptedLater.values()) clearTimeout(timer);
     for (const conn of this.connections.values()) conn.socket.close(1001, 'control plane stopping');
     this.connections.clear();
     this.wss.close();
@@ -260,10 +269,21 @@ export class HubServer {
         conn.ready = true;
         await this.deliver(conn);
         return;
-      case 'accepted':
-        await markAccepted(pool, conn.agentId, m.commandId);
+      case 'accepted': {
+        if (conn.acceptedLater.has(m.commandId) || conn.acceptedLater.size >= MAX_QUEUED_MESSAGES) {
+          await markAccepted(pool, conn.agentId, m.commandId); // a repeat, or very many in flight: at once
+          return;
+        }
+        const timer = setTimeout(() => {
+          conn.acceptedLater.delete(m.commandId);
+          markAccepted(pool, conn.agentId, m.commandId).catch((err: unknown) => log.warn({ err, commandId: m.commandId }, 'could not record an accepted command'));
+        }, ACCEPTED_MARK_DELAY_MS);
+        timer.unref();
+        conn.acceptedLater.set(m.commandId, timer);
         return;
+      }
       case 'result': {
+        this.dropAcceptedMark(conn, m.commandId); // the result supersedes it
         const claim = this.resultClaimer?.(conn.agentId, m, { sourceIp: conn.remoteAddress, projectId: conn.projectId }) ?? null;
         if (claim === null) {
           await this.recordResult(conn, m, log);
@@ -292,6 +312,13 @@ export class HubServer {
         return;
       }
     }
+  }
+
+  private dropAcceptedMark(conn: AgentConnection, commandId: string): void {
+    const timer = conn.acceptedLater.get(commandId);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    conn.acceptedLater.delete(commandId);
   }
 
   private async recordResult(conn: AgentConnection, r: CommandResult, log: Logger): Promise<void> {

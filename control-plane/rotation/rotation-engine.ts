@@ -37,7 +37,7 @@ export interface RotationEngineOptions {
 }
 
 /** A run started by {@link RotationEngine.startWithin}: the step's outcome, the run as left, and audit records still to append. */
-export type StartedRun = StepOutcome & { run: RunRow; target: TargetRow; audits: AuditDraft[] };
+export type StartedRun = StepOutcome & { run: RunRow; target: TargetRow; audits: AuditDraft[]; steps: RunStep[] };
 
 /** The step the creator of a run records first (`created`). */
 export interface FirstRecords {
@@ -174,7 +174,7 @@ export class RotationEngine {
     ctx.begin(first.step, first.detail);
     const outcome = await this.claimDeliveries(client, await this.stepOn(ctx) ?? { again: false, announce: [], alert: null });
     const audits = await ctx.flush({ appendAudits: false });
-    return { ...outcome, run: ctx.run, target, audits };
+    return { ...outcome, run: ctx.run, target, audits, steps: ctx.written };
   }
 
   /** What follows a step's commit: the agents with a new command get it (claimed ones from here at once, the others through an announcement). */
@@ -567,6 +567,8 @@ function backoff(baseSeconds: number, n: number): Date {
  */
 class StepContext {
   private readonly steps: RunStep[] = [];
+  /** The steps flush wrote, in order. */
+  readonly written: RunStep[] = [];
   private readonly audits: AuditDraft[] = [];
   /** What to do once this step's transaction committed. */
   readonly onCommit: Array<() => void> = [];
@@ -618,7 +620,9 @@ class StepContext {
   /** Writes what the step collected; with `appendAudits: false` the audit records are returned for the caller to append. */
   async flush(options: { appendAudits: boolean } = { appendAudits: true }): Promise<AuditDraft[]> {
     const writes = this.writes.splice(0);
-    const changed = await updateRunWithSteps(this.client, this.run.run_id, this.runChanges, this.steps.splice(0), writes.map((w) => w.write));
+    const steps = this.steps.splice(0);
+    const changed = await updateRunWithSteps(this.client, this.run.run_id, this.runChanges, steps, writes.map((w) => w.write));
+    this.written.push(...steps);
     for (const [i, w] of writes.entries()) w.then?.(changed[i] ?? 0);
     this.runChanges = {};
     const audits = this.audits.splice(0);

@@ -13,6 +13,14 @@ import type { RotationEngine } from './rotation-engine.js';
 import { userForNextRun } from './policy-rules.js';
 import type { TargetService } from './target-service.js';
 
+/** A step as it is stored. */
+export interface RunStepRecord {
+  seq: number;
+  step: string;
+  at: Date;
+  detail: Record<string, unknown>;
+}
+
 export interface RunWithTarget {
   run: RunRow;
   target: TargetRow;
@@ -34,7 +42,8 @@ export class RotationService {
    * the target — a scheduled one that started the same instant, say — that run is
    * returned (`joined`), never a second one.
    */
-  async rotateNow(caller: AuthIdentity, sourceIp: string, project: string, targetName: string): Promise<{ run: RunWithTarget; joined: boolean }> {
+  /** `steps`: the new run's steps, when this call started it (a joined run's are read by the caller). */
+  async rotateNow(caller: AuthIdentity, sourceIp: string, project: string, targetName: string): Promise<{ run: RunWithTarget; joined: boolean; steps?: RunStepRecord[] }> {
     const { target, policy } = await this.targets.resolveWithPolicy(caller, project, targetName, 'rotation.run');
     const strategy = policy?.spec.strategy ?? 'replace';
     requirePreflight(target, strategy);
@@ -60,8 +69,10 @@ export class RotationService {
       return { run: { run: open, target }, joined: true };
     }
     this.engine.afterCommit(started, started.run.run_id);
-    // The run as the transaction left it (no second read while the agent is being told).
-    return { run: { run: started.run, target: started.target }, joined: false };
+    // The run and its steps as the transaction left them (no second read while the agent works:
+    // the run is new, so its steps are exactly those, numbered from 1).
+    const steps = started.steps.map((s, i) => ({ seq: i + 1, step: s.step, at: s.at, detail: JSON.parse(JSON.stringify(s.detail)) as Record<string, unknown> }));
+    return { run: { run: started.run, target: started.target }, joined: false, steps };
   }
 
   async show(caller: AuthIdentity, project: string, runId: string): Promise<RunWithTarget> {

@@ -176,3 +176,45 @@ t.test('hub – commands are sealed to the agent\'s box key as stored now, even 
   const generations = await Promise.all([first, second, third].map(async (c) => Number((await sealedOf(c.commandId)).generation)));
   t.same(generations, [generations[0], generations[0]! + 1, generations[0]! + 2], 'generations stay gap-free');
 });
+
+t.test('hub – an agent\'s "accepted" is recorded after a short delay, and not at all when its result comes first', async (t) => {
+  const h = await withProject(t, 'hub-accepted');
+  const identity = await enrollAgent(h.admin, 'p', 'raw-1');
+  const { ws } = await rawConnect(h, identity.identityId, identity.privateKey);
+  if (ws === undefined) throw new Error('no socket');
+  t.teardown(() => ws.terminate());
+  const commands: string[] = [];
+  const arrived: Array<() => void> = [];
+  ws.on('message', (data) => {
+    const m = JSON.parse(data.toString()) as { type: string; envelope?: { commandId: string } };
+    if (m.type === 'command' && m.envelope !== undefined) {
+      commands.push(m.envelope.commandId);
+      arrived.shift()?.();
+    }
+  });
+  const next = (): Promise<void> => new Promise((r) => arrived.push(r));
+  ws.send(JSON.stringify({ type: 'hello', protocol: 1, agentVersion: 'test', highestGeneration: 0, results: [], inProgress: [] }));
+  const state = async (id: string): Promise<string> => (await h.plane.pool.query<{ state: string }>('SELECT state FROM agent_commands WHERE command_id = $1', [id])).rows[0]?.state ?? '';
+
+  // A quick command: accepted, then its result at once — the accepted mark is never written.
+  let got = next();
+  const quick = await h.admin.ok('POST', `/v1/agents/${identity.identityId}/commands`, { kind: 'agent.probe' });
+  await got;
+  ws.send(JSON.stringify({ type: 'accepted', commandId: quick.commandId }));
+  ws.send(JSON.stringify({ type: 'result', commandId: quick.commandId, outcome: 'succeeded', result: { note: 'quick' }, error: null }));
+  await eventually(async () => ((await state(quick.commandId)) === 'succeeded' ? true : undefined), 5000, 'quick result stored');
+  await new Promise((r) => setTimeout(r, 1500));
+  t.equal(await state(quick.commandId), 'succeeded', 'the late accepted mark did not overwrite the result');
+
+  // A slow command: accepted and still running — recorded as accepted within about a second.
+  got = next();
+  const slow = await h.admin.ok('POST', `/v1/agents/${identity.identityId}/commands`, { kind: 'agent.probe' });
+  await got;
+  t.equal(await state(slow.commandId), 'delivered', 'counted as delivered once sent');
+  ws.send(JSON.stringify({ type: 'accepted', commandId: slow.commandId }));
+  await eventually(async () => ((await state(slow.commandId)) === 'accepted' ? true : undefined), 5000, 'accepted recorded');
+  t.pass('a running command is recorded as accepted');
+  ws.send(JSON.stringify({ type: 'result', commandId: slow.commandId, outcome: 'succeeded', result: { note: 'slow' }, error: null }));
+  await eventually(async () => ((await state(slow.commandId)) === 'succeeded' ? true : undefined), 5000, 'slow result stored');
+  t.same(commands, [quick.commandId, slow.commandId]);
+});

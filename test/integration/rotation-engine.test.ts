@@ -32,6 +32,8 @@ t.test('replace: rotate now → pending, dispatched, verified, committed; the ol
   const run = await fx.waitRun(started.run.runId, ['done', 'failed', 'parked']);
   t.equal(run.state, 'done', `run ended ${run.state} ${run.errorCode ?? ''}`);
   t.match(stepNames(run), ['created', 'pending stored', 'dispatched to agent', 'applied and verified by agent', 'committed (verified)']);
+  t.same(stepNames(started.run), ['created', 'pending stored', 'dispatched to agent'], 'the trigger answers with the steps of the start');
+  t.same(started.run.steps, run.steps.slice(0, 3), 'exactly as stored (seq, time, detail)');
   const newPassword = await fx.secretValue('orders-password');
   t.not(newPassword, oldPassword);
   t.equal(newPassword.length, 32, 'default rules: 32 characters');

@@ -3,7 +3,7 @@ import * as api from '../../../shared/protocol/api.js';
 import * as rot from '../../../shared/protocol/rotation-api.js';
 import type { PolicyRow, RunRow, TargetRow } from '../../rotation/rotation-dal.js';
 import type { PolicyService } from '../../rotation/policy-service.js';
-import type { RotationService } from '../../rotation/rotation-service.js';
+import type { RotationService, RunStepRecord } from '../../rotation/rotation-service.js';
 import type { PreflightReport, TargetService } from '../../rotation/target-service.js';
 import type { RouteKit } from '../route-kit.js';
 
@@ -39,9 +39,9 @@ function runView(run: RunRow, target: TargetRow): rot.Run {
 export function registerRotationRoutes(kit: RouteKit, deps: { targets: TargetService; policies: PolicyService; rotations: RotationService }): void {
   const ProjectParams = z.object({ project: api.ProjectName });
   const TargetParams = z.object({ project: api.ProjectName, target: rot.TargetName });
-  const runDetail = async (run: RunRow, target: TargetRow): Promise<z.infer<typeof rot.RunDetail>> => ({
+  const runDetail = async (run: RunRow, target: TargetRow, known?: RunStepRecord[]): Promise<z.infer<typeof rot.RunDetail>> => ({
     ...runView(run, target),
-    steps: (await deps.rotations.steps(run.run_id)).map((s) => ({ seq: s.seq, step: s.step, at: s.at.toISOString(), detail: s.detail })),
+    steps: (known ?? await deps.rotations.steps(run.run_id)).map((s) => ({ seq: s.seq, step: s.step, at: s.at.toISOString(), detail: s.detail })),
   });
 
   kit.add({
@@ -101,8 +101,8 @@ export function registerRotationRoutes(kit: RouteKit, deps: { targets: TargetSer
     method: 'POST', url: '/v1/projects/:project/targets/:target/rotate', summary: 'Rotate now (joins a run already in flight)', auth: 'identity',
     params: TargetParams, response: z.object({ run: rot.RunDetail, joined: z.boolean() }),
     handler: async ({ identity, sourceIp, params }) => {
-      const { run, joined } = await deps.rotations.rotateNow(identity, sourceIp, params.project, params.target);
-      return { run: await runDetail(run.run, run.target), joined };
+      const { run, joined, steps } = await deps.rotations.rotateNow(identity, sourceIp, params.project, params.target);
+      return { run: await runDetail(run.run, run.target, steps), joined };
     },
   });
   kit.add({
