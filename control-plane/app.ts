@@ -133,7 +133,7 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
   const alerter = new Alerter(config.rotation.alertWebhookUrl, logger);
   const engine = new RotationEngine(pool, versionStore, commands, chain, root, alerter, logger,
     { commandTimeoutMs: config.rotation.commandTimeoutMs, crashAt: config.rotation.crashAt },
-    { claimWithin: (client, agentId) => hub.claimWithin(client, agentId), sendClaimed: (claim) => hub.sendClaimed(claim), announce: (agentId) => commands.announce(agentId) });
+    { claimWithin: (client, agentId) => hub.claimWithin(client, agentId), claimTicket: (agentId) => hub.claimTicket(agentId), sendClaimed: (claim) => hub.sendClaimed(claim), announce: (agentId) => commands.announce(agentId) });
   const targets = new TargetService(pool, projects, versionStore, commands, chain, logger, staleSeconds);
   const policies = new PolicyService(pool, targets, chain, logger);
   const rotations = new RotationService(pool, projects, targets, engine, chain, logger);

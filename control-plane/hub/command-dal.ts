@@ -50,6 +50,33 @@ export async function insertCommandWithGeneration(client: PoolClient, boxPublicK
   return row === undefined ? null : Number(row.generation);
 }
 
+/**
+ * {@link insertCommandWithGeneration} and {@link claimOpenCommands} in one statement, for an
+ * agent whose socket this replica holds: the new command is stored as delivered, and every
+ * other open command not in `except` is counted as delivered too (rows another transaction
+ * holds are skipped). Returns the claimed rows, the new one included, oldest generation
+ * first — or null when nothing was stored (the key changed, or no such agent), and then
+ * nothing was claimed either.
+ */
+export async function insertCommandAndClaim(client: PoolClient, boxPublicKey: string, c: { commandId: string; agentId: string; kind: string; payload: Record<string, unknown>; sealed: Buffer | null; issuedBy: string | null; expiresAt: Date }, except: string[]): Promise<CommandRow[] | null> {
+  const rows = (await client.query<CommandRow>({
+    name: 'command-insert-and-claim',
+    text: `WITH g AS (UPDATE agents SET next_generation = next_generation + 1 WHERE agent_id = $2 AND box_public_key = $8 RETURNING next_generation - 1 AS generation),
+                new AS (INSERT INTO agent_commands (command_id, agent_id, generation, kind, payload, sealed, state, issued_by, expires_at, deliveries, delivered_at)
+                        SELECT $1, $2, g.generation, $3, $4, $5, 'delivered', $6, $7, 1, clock_timestamp() FROM g
+                        RETURNING *),
+                others AS (UPDATE agent_commands c SET deliveries = c.deliveries + 1, delivered_at = clock_timestamp(), state = CASE WHEN c.state = 'pending' THEN 'delivered' ELSE c.state END
+                            WHERE EXISTS (SELECT 1 FROM g)
+                              AND c.command_id IN (SELECT command_id FROM agent_commands
+                                                    WHERE agent_id = $2 AND state = ANY($9::text[]) AND expires_at > now() AND command_id <> ALL($10::uuid[])
+                                                      FOR UPDATE SKIP LOCKED)
+                           RETURNING c.*)
+           SELECT * FROM new UNION ALL SELECT * FROM others ORDER BY generation`,
+    values: [c.commandId, c.agentId, c.kind, JSON.stringify(c.payload), c.sealed, c.issuedBy, c.expiresAt, boxPublicKey, OPEN_STATES, except],
+  })).rows;
+  return rows.some((r) => r.command_id === c.commandId) ? rows : null;
+}
+
 /** Commands still to deliver or finish, oldest generation first, unexpired. */
 export async function openCommands(db: Queryable, agentId: string): Promise<CommandRow[]> {
   return (await db.query<CommandRow>({ name: 'commands-open', text: `SELECT * FROM agent_commands WHERE agent_id = $1 AND state = ANY($2::text[]) AND expires_at > now() ORDER BY generation`, values: [agentId, OPEN_STATES] })).rows;

@@ -12,7 +12,7 @@ import type { AuthIdentity } from '../identity/identity-types.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import type { SecretService } from '../vault/secret-service.js';
 import { findAgent } from './agent-dal.js';
-import { insertCommand, insertCommandWithGeneration, nextGeneration, type CommandRow } from './command-dal.js';
+import { insertCommand, insertCommandAndClaim, insertCommandWithGeneration, nextGeneration, type CommandRow } from './command-dal.js';
 
 export type IssueRequest =
   | { kind: 'agent.probe' }
@@ -25,6 +25,8 @@ export interface IssuedCommand {
   commandId: string;
   generation: number;
   expiresAt: Date;
+  /** When the insert was asked to claim (`claimExcept`) and did: the rows counted as delivered, to send after the commit. */
+  claimed?: CommandRow[];
 }
 
 const DEFAULT_TTL_MS = 15 * 60 * 1000;
@@ -101,7 +103,7 @@ export class CommandService {
    * caller owns and zeroes `plaintext`. Throws ERR_NOT_FOUND for an unknown agent and
    * ERR_VALIDATION when the sealed value could never fit one agent frame.
    */
-  async insertWithin(client: PoolClient, c: { agentId: string; kind: CommandKind; payload: Record<string, unknown>; plaintext: Buffer | null; issuedBy: string | null; ttlMs: number; commandId?: string }): Promise<IssuedCommand> {
+  async insertWithin(client: PoolClient, c: { agentId: string; kind: CommandKind; payload: Record<string, unknown>; plaintext: Buffer | null; issuedBy: string | null; ttlMs: number; commandId?: string; claimExcept?: string[] | undefined }): Promise<IssuedCommand> {
     if (c.plaintext !== null) assertDeliverable(c.plaintext.length);
     const commandId = c.commandId ?? randomUUID();
     const expiresAt = new Date(Date.now() + c.ttlMs);
@@ -109,7 +111,13 @@ export class CommandService {
     const command = { commandId, agentId: c.agentId, kind: c.kind, payload: c.payload, issuedBy: c.issuedBy, expiresAt };
     // Usually one round trip: sealed to the agent's key as last seen, stored only if that is still its key.
     const knownKey = this.boxKeys.get(c.agentId);
-    if (knownKey !== undefined) {
+    if (knownKey !== undefined && c.claimExcept !== undefined) {
+      // …and, for an agent whose socket the caller's replica holds, counted as delivered with the rest of its open commands (HubServer.claimWithin)
+      const claimed = await insertCommandAndClaim(client, knownKey, { ...command, sealed: seal(knownKey) }, c.claimExcept);
+      const own = claimed?.find((r) => r.command_id === commandId);
+      if (claimed !== null && own !== undefined) return { commandId, generation: Number(own.generation), expiresAt, claimed };
+      this.boxKeys.delete(c.agentId);
+    } else if (knownKey !== undefined) {
       const generation = await insertCommandWithGeneration(client, knownKey, { ...command, sealed: seal(knownKey) });
       if (generation !== null) return { commandId, generation, expiresAt };
       this.boxKeys.delete(c.agentId); // re-keyed (or gone): take the key with the generation

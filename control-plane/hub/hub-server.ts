@@ -33,6 +33,12 @@ export interface ClaimedDelivery {
   readonly rows: CommandRow[];
 }
 
+/** See {@link HubServer.claimTicket}. */
+export interface ClaimTicket {
+  readonly conn: AgentConnection;
+  readonly except: string[];
+}
+
 /** See {@link HubServer.setResultClaimer}. */
 export type ResultClaimer = (agentId: string, result: CommandResult, origin: { sourceIp: string | null; projectId: string | null }) => Promise<boolean> | null;
 
@@ -128,9 +134,19 @@ export class HubServer {
    * As with {@link deliver}, a command is counted before it is sent, never the reverse.
    */
   async claimWithin(client: PoolClient, agentId: string): Promise<ClaimedDelivery | null> {
+    const ticket = this.claimTicket(agentId);
+    return ticket === null ? null : { conn: ticket.conn, rows: await claimOpenCommands(client, agentId, ticket.except) };
+  }
+
+  /**
+   * What a statement that stores a command and claims in the same go needs (the commands
+   * not to claim: sent on or held by this socket), when this replica holds the agent's
+   * socket; null otherwise. The rows it claims make a {@link ClaimedDelivery} with `conn`.
+   */
+  claimTicket(agentId: string): ClaimTicket | null {
     const conn = this.connections.get(agentId);
     if (conn === undefined || !conn.ready || this.deps.root.isSealed()) return null;
-    return { conn, rows: await claimOpenCommands(client, agentId, [...conn.sent, ...conn.held]) };
+    return { conn, except: [...conn.sent, ...conn.held] };
   }
 
   /** After the claiming transaction committed: sends the claimed commands, in generation order. What cannot be sent now, the sweep or the next hello sends. */

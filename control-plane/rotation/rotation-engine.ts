@@ -9,7 +9,7 @@ import type { AuditDraft } from '../audit/audit-types.js';
 import { withTransaction } from '../db/transaction.js';
 import { completeCommandWrite, findCommand, type CommandRow } from '../hub/command-dal.js';
 import type { StatementWrite } from '../db/queryable.js';
-import type { ClaimedDelivery } from '../hub/hub-server.js';
+import type { ClaimedDelivery, ClaimTicket } from '../hub/hub-server.js';
 import type { CommandService } from '../hub/command-service.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import type { VersionStore } from '../vault/version-store.js';
@@ -63,7 +63,9 @@ export interface StepOutcome {
 export interface CommandDelivery {
   /** In the step's transaction: the agent's open commands counted as delivered, when this replica holds its socket; else null. */
   claimWithin(client: PoolClient, agentId: string): Promise<ClaimedDelivery | null>;
-  /** After the commit: sends what {@link claimWithin} counted. */
+  /** For a statement that stores a command and claims in one go: null when this replica does not hold the agent's socket. */
+  claimTicket(agentId: string): ClaimTicket | null;
+  /** After the commit: sends what {@link claimWithin} (or a statement with a ticket) counted. */
   sendClaimed(claim: ClaimedDelivery): void;
   /** After the commit: tells whichever replica holds the agent's socket that it has a command. */
   announce(agentId: string): void;
@@ -172,7 +174,7 @@ export class RotationEngine {
     if (target === null) throw new SikkerError('ERR_INTERNAL', 'a run refers to a missing target');
     const ctx = new StepContext(client, inserted, target, this.chain, known.policy);
     ctx.begin(first.step, first.detail);
-    const outcome = await this.claimDeliveries(client, await this.stepOn(ctx) ?? { again: false, announce: [], alert: null });
+    const outcome = await this.claimDeliveries(ctx, await this.stepOn(ctx) ?? { again: false, announce: [], alert: null });
     const audits = await ctx.flush({ appendAudits: false });
     return { ...outcome, run: ctx.run, target, audits, steps: ctx.written };
   }
@@ -186,13 +188,17 @@ export class RotationEngine {
     for (const agentId of outcome.announce) this.delivery.announce(agentId);
   }
 
-  /** Claims, in the step's transaction, the commands of the agents this replica holds (see {@link CommandDelivery.claimWithin}); the rest stay to announce. */
-  private async claimDeliveries(client: PoolClient, outcome: StepOutcome): Promise<StepOutcome> {
-    if (outcome.announce.length === 0) return outcome;
-    const claimed: ClaimedDelivery[] = [];
+  /**
+   * Claims, in the step's transaction, the commands of the agents this replica holds (see
+   * {@link CommandDelivery.claimWithin}), unless the statement that stored them already did
+   * (`ctx.claimed`); the rest stay to announce.
+   */
+  private async claimDeliveries(ctx: StepContext, outcome: StepOutcome): Promise<StepOutcome> {
+    if (outcome.announce.length === 0 && ctx.claimed.length === 0) return outcome;
+    const claimed: ClaimedDelivery[] = [...ctx.claimed];
     const announce: string[] = [];
     for (const agentId of new Set(outcome.announce)) {
-      const claim = await this.delivery.claimWithin(client, agentId);
+      const claim = await this.delivery.claimWithin(ctx.client, agentId);
       if (claim === null) announce.push(agentId);
       else claimed.push(claim);
     }
@@ -236,7 +242,7 @@ export class RotationEngine {
     if (target === null) throw new SikkerError('ERR_INTERNAL', 'a run refers to a missing target');
     const ctx = new StepContext(client, run, target, this.chain);
     const stepped = await this.stepOn(ctx);
-    const outcome = stepped === null ? null : await this.claimDeliveries(client, stepped);
+    const outcome = stepped === null ? null : await this.claimDeliveries(ctx, stepped);
     await ctx.flush();
     return outcome === null ? null : { ...outcome, onCommit: ctx.onCommit };
   }
@@ -299,11 +305,15 @@ export class RotationEngine {
 
   /** `held`: the pending value and the previous version when the caller has them in hand (else they are decrypted). */
   private async dispatch(ctx: StepContext, held?: { pendingPassword: Buffer; previous: { plaintext: Buffer; dbUser: string | null } | null }): Promise<StepOutcome> {
-    const issued = await this.runCommands.apply(ctx.client, ctx.run, ctx.target, held);
+    // stored and, when this replica holds the agent's socket, claimed for sending in the same statement
+    const ticket = this.delivery.claimTicket(ctx.target.agent_id);
+    const issued = await this.runCommands.apply(ctx.client, ctx.run, ctx.target, held, ticket?.except);
+    if (ticket !== null && issued.claimed !== undefined) ctx.claimed.push({ conn: ticket.conn, rows: issued.claimed });
     ctx.change({ state: 'dispatched', command_id: issued.commandId, failures: 0, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) },
       'dispatched to agent', { commandId: issued.commandId, agentId: ctx.target.agent_id, user: ctx.run.db_user, strategy: ctx.run.strategy });
     ctx.audit('rotation.dispatch', 'issued', ctx.run.pending_version, { commandId: issued.commandId });
-    return { again: false, announce: [ctx.target.agent_id], alert: null, waitsFor: ctx.run.command_id };
+    // a claimed command is sent after the commit (ctx.claimed); otherwise the agent is announced or claimed for at flush
+    return { again: false, announce: issued.claimed === undefined ? [ctx.target.agent_id] : [], alert: null, waitsFor: ctx.run.command_id };
   }
 
   private async afterApply(ctx: StepContext): Promise<StepOutcome | null> {
@@ -572,6 +582,8 @@ class StepContext {
   private readonly audits: AuditDraft[] = [];
   /** What to do once this step's transaction committed. */
   readonly onCommit: Array<() => void> = [];
+  /** Commands the step's own statements counted as delivered (sent after the commit). */
+  readonly claimed: ClaimedDelivery[] = [];
   /** Writes nothing in the step reads back, sent with the run's changes by flush; `then` gets the rows changed. */
   private readonly writes: Array<{ write: StatementWrite; then?: ((changed: number) => void) | undefined }> = [];
   /** Changes to the run row, written once by flush (nothing in a step reads the row back). */

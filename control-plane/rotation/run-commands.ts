@@ -24,7 +24,7 @@ export class RunCommands {
    * `held`: the pending value and the previous version (decrypted), when the caller has them
    * in hand (they stay the caller's to zero); else they are decrypted here.
    */
-  async apply(client: PoolClient, run: RunRow, target: TargetRow, held?: { pendingPassword: Buffer; previous: { plaintext: Buffer; dbUser: string | null } | null }): Promise<IssuedCommand> {
+  async apply(client: PoolClient, run: RunRow, target: TargetRow, held?: { pendingPassword: Buffer; previous: { plaintext: Buffer; dbUser: string | null } | null }, claimExcept?: string[]): Promise<IssuedCommand> {
     const newPassword = held === undefined ? await this.password(client, target, run.pending_version) : Buffer.from(held.pendingPassword);
     const previous = held !== undefined ? (held.previous === null ? null : { ...held.previous, plaintext: Buffer.from(held.previous.plaintext) })
       : run.previous_version === null ? null : await this.versions.decrypt(client, target.project_id, target.secret_id, run.previous_version);
@@ -38,7 +38,7 @@ export class RunCommands {
       return await this.issue(client, target, 'rotation.apply', {
         runId: run.run_id, attempt: run.attempt, target: RunCommands.spec(target, run.db_user), user: run.db_user,
         strategy: run.strategy === 'dual' ? 'dual' : 'replace',
-      }, secrets);
+      }, secrets, claimExcept);
     } finally {
       zero(newPassword);
       zero(previous?.plaintext ?? null);
@@ -109,10 +109,11 @@ export class RunCommands {
     return (await this.versions.decrypt(client, target.project_id, target.secret_id, version)).plaintext;
   }
 
-  private async issue(client: PoolClient, target: TargetRow, kind: 'rotation.apply' | 'rotation.check' | 'rotation.revoke' | 'sessions.terminate', payload: Record<string, unknown>, secrets: object): Promise<IssuedCommand> {
+  /** `claimExcept`: claim the agent's commands in the same statement (see CommandService.insertWithin). */
+  private async issue(client: PoolClient, target: TargetRow, kind: 'rotation.apply' | 'rotation.check' | 'rotation.revoke' | 'sessions.terminate', payload: Record<string, unknown>, secrets: object, claimExcept?: string[]): Promise<IssuedCommand> {
     const plaintext = Buffer.from(JSON.stringify(secrets), 'utf8');
     try {
-      return await this.commands.insertWithin(client, { agentId: target.agent_id, kind, payload, plaintext, issuedBy: null, ttlMs: this.ttlMs });
+      return await this.commands.insertWithin(client, { agentId: target.agent_id, kind, payload, plaintext, issuedBy: null, ttlMs: this.ttlMs, claimExcept });
     } finally {
       zero(plaintext);
     }

@@ -74,10 +74,10 @@ t.test('kill the control plane between the agent\'s report and the commit: after
   await stack.sikker(['rotate', 'shop/orders']).catch(() => undefined);
   t.equal(await exited(stack.controlPlane), 'SIGKILL', 'the control plane died before committing');
   const stalled = (await stack.dbPool.query(`SELECT r.run_id, r.state, c.state AS command_state FROM rotation_runs r JOIN agent_commands c ON c.command_id = r.command_id`)).rows;
-  // The engine starts its commit step as soon as the report is read, while the hub stores it, so
-  // the report may or may not be stored when the process dies; if not, the agent sends it again
-  // after the restart (it keeps results until the hub acknowledges them).
-  t.match(stalled, [{ state: 'dispatched', command_state: /^(succeeded|accepted)$/ }], 'the verified report arrived, the commit did not happen');
+  // The run's commit step stores the report with the commit, so dying before it leaves the command
+  // open ('delivered', or 'accepted' once the hub's delayed mark is written); the agent sends the
+  // result again after the restart (it keeps results until the hub acknowledges them).
+  t.match(stalled, [{ state: 'dispatched', command_state: /^(delivered|accepted)$/ }], 'the verified report arrived, the commit did not happen');
   await stack.restartControlPlane();
   await stack.waitRun(stalled[0].run_id, ['done', 'failed', 'parked']);
   await agreeAfterwards(t, stack, stalled[0].run_id, checker);

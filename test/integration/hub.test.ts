@@ -218,3 +218,32 @@ t.test('hub – an agent\'s "accepted" is recorded after a short delay, and not 
   await eventually(async () => ((await state(slow.commandId)) === 'succeeded' ? true : undefined), 5000, 'slow result stored');
   t.same(commands, [quick.commandId, slow.commandId]);
 });
+
+t.test('hub – storing a command and claiming the agent\'s open ones in one statement: all in generation order, or nothing when the box key changed', async (t) => {
+  const { insertCommandAndClaim } = await import('../../control-plane/hub/command-dal.js');
+  const { randomUUID } = await import('node:crypto');
+  const h = await withProject(t, 'hub-claim');
+  const identity = await enrollAgent(h.admin, 'p', 'offline-1');
+  // an older command waiting for the agent (it is offline: stored as pending)
+  const older = await h.admin.ok('POST', `/v1/agents/${identity.identityId}/commands`, { kind: 'agent.probe' });
+  const key = (await h.plane.pool.query<{ box_public_key: string }>('SELECT box_public_key FROM agents WHERE agent_id = $1', [identity.identityId])).rows[0]!.box_public_key;
+  const command = (id: string) => ({ commandId: id, agentId: identity.identityId, kind: 'agent.probe', payload: {}, sealed: null, issuedBy: null, expiresAt: new Date(Date.now() + 60_000) });
+  const client = await h.plane.pool.connect();
+  t.teardown(() => client.release());
+  await client.query('BEGIN');
+  const stale = randomUUID();
+  t.equal(await insertCommandAndClaim(client, exportBoxPublicKey(generateBoxKeyPair().publicKey), command(stale), []), null, 'another key: nothing stored');
+  const fresh = randomUUID();
+  const rows = await insertCommandAndClaim(client, key, command(fresh), []);
+  await client.query('COMMIT');
+  t.same(rows?.map((r) => r.command_id), [older.commandId, fresh], 'the older open command and the new one, oldest generation first');
+  t.ok(rows?.every((r) => r.state === 'delivered' && r.deliveries === 1), 'both counted as delivered');
+  const stored = (await h.plane.pool.query<{ command_id: string; state: string; deliveries: number }>('SELECT command_id, state, deliveries FROM agent_commands WHERE agent_id = $1 ORDER BY generation', [identity.identityId])).rows;
+  t.same(stored, [{ command_id: older.commandId, state: 'delivered', deliveries: 1 }, { command_id: fresh, state: 'delivered', deliveries: 1 }], 'as stored; the refused one is not there');
+  // with the new one already sent on the socket (except), only what is left is claimed
+  await client.query('BEGIN');
+  const third = randomUUID();
+  const again = await insertCommandAndClaim(client, key, command(third), [older.commandId, fresh]);
+  await client.query('ROLLBACK');
+  t.same(again?.map((r) => r.command_id), [third], 'commands already sent are not claimed again');
+});
