@@ -174,22 +174,35 @@ export async function openRunOf(db: Queryable, targetId: string): Promise<RunRow
 }
 
 /** Locks the run for one step; null when another replica holds it (it will advance it) or it does not exist. */
+export type RunWithTargetRow = RunRow & { target_json: (Omit<TargetRow, 'created_at' | 'preflight_at'> & { created_at: string; preflight_at: string | null }) | null };
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 /**
- * The run locked (SKIP LOCKED: null when another step holds it) and its target as
- * {@link findTargetById} reads it, in one round trip (every step starts with both). `target` is null only if the target row is missing.
+ * The statement that locks a run (SKIP LOCKED: no row when another step holds it) and
+ * reads its target as {@link findTargetById} does, in one round trip (every step starts
+ * with both). Complete text, the run id inlined, so that it can travel with BEGIN
+ * (withTransactionFrom); read its rows with {@link runWithTarget}.
  */
-export async function lockRunWithTarget(db: Queryable, runId: string): Promise<{ run: RunRow; target: TargetRow | null } | null> {
-  const row = (await db.query<RunRow & { target_json: (Omit<TargetRow, 'created_at' | 'preflight_at'> & { created_at: string; preflight_at: string | null }) | null }>({
-    name: 'run-lock-with-target',
-    text: `SELECT r.*, to_jsonb(tg) AS target_json FROM rotation_runs r
-             LEFT JOIN LATERAL (${TARGET_SELECT} WHERE t.target_id = r.target_id) tg ON true
-            WHERE r.run_id = $1 FOR UPDATE OF r SKIP LOCKED`,
-    values: [runId],
-  })).rows[0];
+export function lockRunWithTargetSql(runId: string): string {
+  if (!UUID.test(runId)) throw new Error('a run id is a lower-case UUID');
+  return `SELECT r.*, to_jsonb(tg) AS target_json FROM rotation_runs r
+            LEFT JOIN LATERAL (${TARGET_SELECT} WHERE t.target_id = r.target_id) tg ON true
+           WHERE r.run_id = '${runId}'::uuid FOR UPDATE OF r SKIP LOCKED`;
+}
+
+/** The run and its target from {@link lockRunWithTargetSql}'s rows; null when the run was not locked. `target` is null only if its row is missing. */
+export function runWithTarget(rows: readonly RunWithTargetRow[]): { run: RunRow; target: TargetRow | null } | null {
+  const row = rows[0];
   if (row === undefined) return null;
   const { target_json: json, ...run } = row;
   const target = json === null ? null : { ...json, created_at: new Date(json.created_at), preflight_at: json.preflight_at === null ? null : new Date(json.preflight_at) };
   return { run, target };
+}
+
+/** {@link lockRunWithTargetSql} run on its own. */
+export async function lockRunWithTarget(db: Queryable, runId: string): Promise<{ run: RunRow; target: TargetRow | null } | null> {
+  return runWithTarget((await db.query<RunWithTargetRow>(lockRunWithTargetSql(runId))).rows);
 }
 
 export async function findRun(db: Queryable, runId: string): Promise<RunRow | null> {

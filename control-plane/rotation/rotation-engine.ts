@@ -6,7 +6,7 @@ import type { CommandResult } from '../../shared/protocol/agent-messages.js';
 import { PolicySpec } from '../../shared/protocol/rotation-api.js';
 import type { AuditChainWriter } from '../audit/audit-appender.js';
 import type { AuditDraft } from '../audit/audit-types.js';
-import { withTransaction } from '../db/transaction.js';
+import { withTransactionFrom } from '../db/transaction.js';
 import { completeCommandWrite, findCommand, type CommandRow } from '../hub/command-dal.js';
 import type { StatementWrite } from '../db/queryable.js';
 import type { ClaimedDelivery, ClaimTicket } from '../hub/hub-server.js';
@@ -15,7 +15,7 @@ import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import type { VersionStore } from '../vault/version-store.js';
 import type { Alert, Alerter } from './alerter.js';
 import { generatePassword } from './password-generator.js';
-import { findPolicy, findTargetById, lockRunWithTarget, updateRunWithSteps, type PolicyRow, type RunChange, type RunRow, type RunStep, type TargetRow } from './rotation-dal.js';
+import { findPolicy, findTargetById, lockRunWithTargetSql, runWithTarget, updateRunWithSteps, type RunWithTargetRow, type PolicyRow, type RunChange, type RunRow, type RunStep, type TargetRow } from './rotation-dal.js';
 import { userForNextRun } from './policy-rules.js';
 import { RunCommands } from './run-commands.js';
 
@@ -142,7 +142,7 @@ export class RotationEngine {
       if (this.root.isSealed()) return; // the sweep advances it after unseal
       let outcome: StepOutcome | null;
       try {
-        outcome = await withTransaction(this.pool, this.logger, async (client) => this.step(client, runId));
+        outcome = await withTransactionFrom(this.pool, this.logger, lockRunWithTargetSql(runId), async (client, rows: RunWithTargetRow[]) => this.step(client, runWithTarget(rows)));
       } catch (err) {
         const retryable = err instanceof SikkerError && err.retryable;
         this.logger[retryable ? 'warn' : 'error']({ err, runId }, 'a rotation step failed; the sweep will try it again');
@@ -235,8 +235,7 @@ export class RotationEngine {
   }
 
   /** One step on the locked run, its steps and audit records written at the end; null when there is nothing to do now. */
-  private async step(client: PoolClient, runId: string): Promise<StepOutcome | null> {
-    const locked = await lockRunWithTarget(client, runId);
+  private async step(client: PoolClient, locked: { run: RunRow; target: TargetRow | null } | null): Promise<StepOutcome | null> {
     if (locked === null || !locked.run.holds_target) return null;
     const { run, target } = locked;
     if (target === null) throw new SikkerError('ERR_INTERNAL', 'a run refers to a missing target');
