@@ -54,6 +54,7 @@ export interface ControlPlane {
   services: {
     seal: SealService; identities: IdentityService; projects: ProjectService; secrets: SecretService; keyRotation: ProjectKeyRotation; audit: AuditBatcher; commands: CommandService;
     targets: TargetService; policies: PolicyService; rotations: RotationService; engine: RotationEngine; scheduler: RotationScheduler; alerter: Alerter;
+    versions: VersionStore;
   };
   /** Starts listening; resolves with the bound address. */
   listen(): Promise<{ host: string; port: number }>;
@@ -202,7 +203,7 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
 
   return {
     app, pool, redis, root, hub,
-    services: { seal, identities, projects, secrets, keyRotation, audit, commands, targets, policies, rotations, engine, scheduler, alerter },
+    services: { seal, identities, projects, secrets, keyRotation, audit, commands, targets, policies, rotations, engine, scheduler, alerter, versions: versionStore },
     async listen() {
       await app.listen({ host: config.listenHost, port: config.listenPort });
       hub.attach(app.server, bus);

@@ -287,7 +287,7 @@ export class RotationEngine {
       if (ctx.run.previous_version !== null && previous === null) throw new SikkerError('ERR_NOT_FOUND', `no version ${ctx.run.previous_version} of this secret`);
       let version: number;
       try {
-        version = await this.versions.addVersion(client, { projectId: target.project_id, secretId: target.secret_id, dataKey: locked.dataKey, plaintext: password, label: 'pending', dbUser: run.db_user, createdBy: null });
+        version = await this.versions.addVersion(client, { projectId: target.project_id, secretId: target.secret_id, dataKey: locked.dataKey, plaintext: password, label: 'pending', dbUser: run.db_user, createdBy: null, knownMax: locked.maxVersion });
       } finally {
         zero(locked.dataKey);
       }

@@ -46,22 +46,25 @@ export class VersionStore {
   /**
    * Locks an existing secret by id and returns its data key (caller zeroes it) and, in the
    * same statement, version `read` decrypted (null when `read` is null or no such version;
-   * the caller zeroes its plaintext too).
+   * the caller zeroes its plaintext too) and the highest version as of the statement's start
+   * (`maxVersion`, for addVersion's `knownMax`: it checks it is still the highest).
    */
-  async lockSecret(client: PoolClient, projectId: string, secretId: string, read: number | null = null): Promise<{ dataKey: Buffer; version: { plaintext: Buffer; dbUser: string | null; state: string } | null }> {
-    const row = (await client.query<{ wrapped_data_key: Buffer; ciphertext: Buffer | null; db_user: string | null; state: string | null }>({
+  async lockSecret(client: PoolClient, projectId: string, secretId: string, read: number | null = null): Promise<{ dataKey: Buffer; maxVersion: number | null; version: { plaintext: Buffer; dbUser: string | null; state: string } | null }> {
+    const row = (await client.query<{ wrapped_data_key: Buffer; max_version: number | null; ciphertext: Buffer | null; db_user: string | null; state: string | null }>({
       name: 'secret-lock',
-      text: `SELECT s.wrapped_data_key, v.ciphertext, v.db_user, v.state FROM secrets s
+      text: `SELECT s.wrapped_data_key, (SELECT max(version) FROM secret_versions m WHERE m.secret_id = s.secret_id) AS max_version,
+                    v.ciphertext, v.db_user, v.state FROM secrets s
                LEFT JOIN secret_versions v ON v.secret_id = s.secret_id AND v.version = $3::int
               WHERE s.secret_id = $1 AND s.project_id = $2 FOR UPDATE OF s`,
       values: [secretId, projectId, read],
     })).rows[0];
     if (row === undefined) throw new SikkerError('ERR_NOT_FOUND', 'no such secret');
     const dataKey = await this.keyring.dataKey(client, projectId, secretId, row.wrapped_data_key);
-    if (read === null || row.ciphertext === null || row.state === null) return { dataKey, version: null };
+    const maxVersion = row.max_version;
+    if (read === null || row.ciphertext === null || row.state === null) return { dataKey, maxVersion, version: null };
     try {
       const plaintext = open(dataKey, row.ciphertext, { purpose: 'secret-value', projectId, secretId, secretVersion: read });
-      return { dataKey, version: { plaintext, dbUser: row.db_user, state: row.state } };
+      return { dataKey, maxVersion, version: { plaintext, dbUser: row.db_user, state: row.state } };
     } catch (err) {
       zero(dataKey);
       throw err;
@@ -72,7 +75,23 @@ export class VersionStore {
    * Adds the next version of a locked secret. `current`: the old current becomes
    * `previous` (the old previous loses its label). `pending`: replaces any pending label.
    */
-  async addVersion(client: PoolClient, v: { projectId: string; secretId: string; dataKey: Buffer; plaintext: Buffer; label: StoredLabel; dbUser: string | null; createdBy: string | null }): Promise<number> {
+  async addVersion(client: PoolClient, v: { projectId: string; secretId: string; dataKey: Buffer; plaintext: Buffer; label: StoredLabel; dbUser: string | null; createdBy: string | null; knownMax?: number | null }): Promise<number> {
+    if (v.label === 'pending' && v.knownMax !== undefined) {
+      // One round trip: the highest version as read with the lock (lockSecret), the old pending
+      // label cleared and the new version stored in one statement — unless a higher version
+      // exists after all (then nothing is stored and the general path below runs).
+      const version = (v.knownMax ?? 0) + 1;
+      const ciphertext = seal(v.dataKey, 1, v.plaintext, { purpose: 'secret-value', projectId: v.projectId, secretId: v.secretId, secretVersion: version });
+      const fingerprint = await this.fingerprint(client, v.projectId, v.plaintext);
+      const stored = await client.query({
+        name: 'version-insert-pending',
+        text: `WITH cleared AS (UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'pending')
+               INSERT INTO secret_versions (secret_id, version, ciphertext, label, created_by, db_user, fingerprint)
+               SELECT $1, $2, $3, 'pending', $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM secret_versions WHERE secret_id = $1 AND version >= $2)`,
+        values: [v.secretId, version, ciphertext, v.createdBy, v.dbUser, fingerprint],
+      });
+      if (stored.rowCount === 1) return version;
+    }
     let max: number | null | undefined;
     if (v.label === 'current') {
       max = (await client.query<{ max: number | null }>({ name: 'version-max', text: 'SELECT max(version) AS max FROM secret_versions WHERE secret_id = $1', values: [v.secretId] })).rows[0]?.max;

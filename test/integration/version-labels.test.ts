@@ -83,3 +83,40 @@ t.test('no two versions of a secret hold the same label', async (t) => {
   await t.rejects(h.plane.pool.query("UPDATE secret_versions SET label = 'pending' WHERE secret_id = $1 AND version = 2", [secretId]), { code: '23P01' }, 'a second pending is refused');
   t.equal((await labels(h, secretId)).filter((v) => v.label === 'current').length, 1);
 });
+
+t.test('a pending version stored with the highest version read at the lock: one statement; a stale reading falls back and still stores the next version', async (t) => {
+  const h = await startHarness(t, { label: 'labels-known-max' });
+  await h.admin.ok('POST', '/v1/projects', { name: 'p' });
+  await h.admin.ok('PUT', '/v1/projects/p/secrets/s', { value: 'first-value' });
+  const { secret_id: secretId, project_id: projectId } = (await h.plane.pool.query<{ secret_id: string; project_id: string }>("SELECT secret_id, project_id FROM secrets WHERE name = 's'")).rows[0]!;
+  const store = h.plane.services.versions;
+  const addPending = async (value: string, staleBy: number): Promise<number> => {
+    const client = await h.plane.pool.connect();
+    try {
+      await client.query('BEGIN');
+      const locked = await store.lockSecret(client, projectId, secretId);
+      try {
+        const knownMax = (locked.maxVersion ?? 0) - staleBy;
+        const version = await store.addVersion(client, { projectId, secretId, dataKey: locked.dataKey, plaintext: Buffer.from(value), label: 'pending', dbUser: null, createdBy: null, knownMax });
+        await client.query('COMMIT');
+        return version;
+      } finally {
+        locked.dataKey.fill(0);
+      }
+    } finally {
+      client.release();
+    }
+  };
+  t.equal(await addPending('second-value', 0), 2, 'the next version');
+  t.equal(await addPending('third-value', 1), 3, 'a stale highest version still gives the next one');
+  t.same(await labels(h, secretId), [
+    { version: 1, label: 'current', state: 'active' }, { version: 2, label: null, state: 'active' }, { version: 3, label: 'pending', state: 'active' },
+  ], 'one pending label, on the newest');
+  const client = await h.plane.pool.connect();
+  try {
+    t.equal((await store.decrypt(client, projectId, secretId, 3)).plaintext.toString(), 'third-value', 'encrypted for the version it was stored as');
+    t.equal((await store.decrypt(client, projectId, secretId, 2)).plaintext.toString(), 'second-value');
+  } finally {
+    client.release();
+  }
+});
