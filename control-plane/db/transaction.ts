@@ -17,17 +17,36 @@ export async function withTransaction<T>(pool: Pick<Pool, 'connect'>, logger: Lo
   }
 }
 
+/** A statement {@link withTransactionFrom} sends with BEGIN: prepared once per connection, then executed by name. */
+export interface FirstStatement {
+  /** The server-side prepared statement's name (an SQL identifier, fixed per statement text). */
+  name: string;
+  /** `PREPARE name(types) AS …` text; the parameters are $1, $2, … as usual. */
+  prepare: string;
+  /** Literal SQL for each parameter, already validated and quoted by the caller. */
+  args: string[];
+}
+
+const prepared = new WeakMap<PoolClient, Set<string>>();
+
 /**
  * {@link withTransaction} whose first statement travels with BEGIN, in one round trip
- * instead of two: `first` is sent as a simple query after `BEGIN;`, so it must be complete
- * SQL text with no parameters (the caller inlines values it has validated). `work` gets
- * that statement's rows. Everything else is as in {@link withTransaction}.
+ * instead of two: a simple query `BEGIN; EXECUTE name(args)` — preceded by the PREPARE the
+ * first time on a connection, so it is planned once per connection like a named statement.
+ * `work` gets that statement's rows. Everything else is as in {@link withTransaction}.
  */
-export async function withTransactionFrom<T, R extends QueryResultRow>(pool: Pick<Pool, 'connect'>, logger: Logger, first: string, work: (client: PoolClient, rows: R[]) => Promise<T>): Promise<T> {
+export async function withTransactionFrom<T, R extends QueryResultRow>(pool: Pick<Pool, 'connect'>, logger: Logger, first: FirstStatement, work: (client: PoolClient, rows: R[]) => Promise<T>): Promise<T> {
   const client = await pool.connect();
+  let names = prepared.get(client);
+  if (names === undefined) {
+    names = new Set();
+    prepared.set(client, names);
+  }
+  const needsPrepare = !names.has(first.name);
   try {
-    const results = (await client.query<R>(`BEGIN; ${first}`)) as unknown as Array<QueryResult<R>>;
-    const result = await work(client, results[1]?.rows ?? []);
+    const results = (await client.query<R>(`${needsPrepare ? `${first.prepare}; ` : ''}BEGIN; EXECUTE ${first.name}${first.args.length > 0 ? `(${first.args.join(', ')})` : ''}`)) as unknown as Array<QueryResult<R>>;
+    names.add(first.name);
+    const result = await work(client, results[results.length - 1]?.rows ?? []);
     await client.query('COMMIT');
     return result;
   } catch (err) {

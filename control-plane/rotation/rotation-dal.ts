@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Queryable, StatementWrite } from '../db/queryable.js';
+import type { FirstStatement } from '../db/transaction.js';
 import type { PolicySpec } from '../../shared/protocol/rotation-api.js';
 import type { TargetSpec } from '../../shared/protocol/rotation-commands.js';
 
@@ -181,17 +182,19 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /**
  * The statement that locks a run (SKIP LOCKED: no row when another step holds it) and
  * reads its target as {@link findTargetById} does, in one round trip (every step starts
- * with both). Complete text, the run id inlined, so that it can travel with BEGIN
- * (withTransactionFrom); read its rows with {@link runWithTarget}.
+ * with both), in the form withTransactionFrom sends with BEGIN; read its rows with
+ * {@link runWithTarget}.
  */
-export function lockRunWithTargetSql(runId: string): string {
+export function lockRunWithTargetStatement(runId: string): FirstStatement {
   if (!UUID.test(runId)) throw new Error('a run id is a lower-case UUID');
-  return `SELECT r.*, to_jsonb(tg) AS target_json FROM rotation_runs r
-            LEFT JOIN LATERAL (${TARGET_SELECT} WHERE t.target_id = r.target_id) tg ON true
-           WHERE r.run_id = '${runId}'::uuid FOR UPDATE OF r SKIP LOCKED`;
+  return { name: 'sikker_run_lock_with_target', prepare: `PREPARE sikker_run_lock_with_target(uuid) AS ${LOCK_RUN_WITH_TARGET}`, args: [`'${runId}'`] };
 }
 
-/** The run and its target from {@link lockRunWithTargetSql}'s rows; null when the run was not locked. `target` is null only if its row is missing. */
+const LOCK_RUN_WITH_TARGET = `SELECT r.*, to_jsonb(tg) AS target_json FROM rotation_runs r
+    LEFT JOIN LATERAL (${TARGET_SELECT} WHERE t.target_id = r.target_id) tg ON true
+   WHERE r.run_id = $1 FOR UPDATE OF r SKIP LOCKED`;
+
+/** The run and its target from {@link lockRunWithTargetStatement}'s rows; null when the run was not locked. `target` is null only if its row is missing. */
 export function runWithTarget(rows: readonly RunWithTargetRow[]): { run: RunRow; target: TargetRow | null } | null {
   const row = rows[0];
   if (row === undefined) return null;
@@ -200,9 +203,9 @@ export function runWithTarget(rows: readonly RunWithTargetRow[]): { run: RunRow;
   return { run, target };
 }
 
-/** {@link lockRunWithTargetSql} run on its own. */
+/** {@link lockRunWithTargetStatement} run on its own. */
 export async function lockRunWithTarget(db: Queryable, runId: string): Promise<{ run: RunRow; target: TargetRow | null } | null> {
-  return runWithTarget((await db.query<RunWithTargetRow>(lockRunWithTargetSql(runId))).rows);
+  return runWithTarget((await db.query<RunWithTargetRow>({ name: 'run-lock-with-target', text: LOCK_RUN_WITH_TARGET, values: [runId] })).rows);
 }
 
 export async function findRun(db: Queryable, runId: string): Promise<RunRow | null> {

@@ -15,7 +15,7 @@ import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import type { VersionStore } from '../vault/version-store.js';
 import type { Alert, Alerter } from './alerter.js';
 import { generatePassword } from './password-generator.js';
-import { findPolicy, findTargetById, lockRunWithTargetSql, runWithTarget, updateRunWithSteps, type RunWithTargetRow, type PolicyRow, type RunChange, type RunRow, type RunStep, type TargetRow } from './rotation-dal.js';
+import { findPolicy, findTargetById, lockRunWithTargetStatement, runWithTarget, updateRunWithSteps, type RunWithTargetRow, type PolicyRow, type RunChange, type RunRow, type RunStep, type TargetRow } from './rotation-dal.js';
 import { userForNextRun } from './policy-rules.js';
 import { RunCommands } from './run-commands.js';
 
@@ -142,7 +142,7 @@ export class RotationEngine {
       if (this.root.isSealed()) return; // the sweep advances it after unseal
       let outcome: StepOutcome | null;
       try {
-        outcome = await withTransactionFrom(this.pool, this.logger, lockRunWithTargetSql(runId), async (client, rows: RunWithTargetRow[]) => this.step(client, runWithTarget(rows)));
+        outcome = await withTransactionFrom(this.pool, this.logger, lockRunWithTargetStatement(runId), async (client, rows: RunWithTargetRow[]) => this.step(client, runWithTarget(rows)));
       } catch (err) {
         const retryable = err instanceof SikkerError && err.retryable;
         this.logger[retryable ? 'warn' : 'error']({ err, runId }, 'a rotation step failed; the sweep will try it again');

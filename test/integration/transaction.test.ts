@@ -12,9 +12,10 @@ t.teardown(() => pool.end());
 const logger = createLogger({ name: 'test', level: 'silent' });
 await pool.query('CREATE TABLE items (id int PRIMARY KEY, note text)');
 await pool.query("INSERT INTO items VALUES (1, 'one'), (2, 'two')");
+const item = (id: number) => ({ name: 'item_lock', prepare: 'PREPARE item_lock(int) AS SELECT id, note FROM items WHERE id = $1 FOR UPDATE', args: [String(id)] });
 
 t.test('the first statement\'s rows reach the work, which runs in the same transaction', async (t) => {
-  const seen = await withTransactionFrom(pool, logger, 'SELECT id, note FROM items WHERE id = 1 FOR UPDATE', async (client, rows: Array<{ id: number; note: string }>) => {
+  const seen = await withTransactionFrom(pool, logger, item(1), async (client, rows: Array<{ id: number; note: string }>) => {
     await client.query("UPDATE items SET note = 'uno' WHERE id = 1");
     const inTx = (await client.query<{ n: string }>("SELECT count(*) AS n FROM pg_stat_activity WHERE pid = pg_backend_pid() AND state = 'active' AND xact_start IS NOT NULL")).rows[0]?.n;
     return { rows, inTx };
@@ -25,13 +26,13 @@ t.test('the first statement\'s rows reach the work, which runs in the same trans
 });
 
 t.test('a failing work rolls everything back, and the connection is clean afterwards', async (t) => {
-  await t.rejects(withTransactionFrom(pool, logger, 'SELECT id FROM items WHERE id = 2 FOR UPDATE', async (client) => {
+  await t.rejects(withTransactionFrom(pool, logger, item(2), async (client) => {
     await client.query("UPDATE items SET note = 'dos' WHERE id = 2");
     throw new Error('work failed');
   }), { message: 'work failed' });
   t.equal((await pool.query('SELECT note FROM items WHERE id = 2')).rows[0].note, 'two', 'rolled back');
-  await t.rejects(withTransactionFrom(pool, logger, 'SELECT no_such_column FROM items', async () => 'never'), { code: '42703' }, 'a failing first statement is the error');
+  await t.rejects(withTransactionFrom(pool, logger, { name: 'broken', prepare: 'PREPARE broken AS SELECT no_such_column FROM items', args: [] }, async () => 'never'), { code: '42703' }, 'a failing first statement is the error');
   for (let i = 0; i < 3; i += 1) {
-    t.same(await withTransactionFrom(pool, logger, 'SELECT 1 AS one', async (_c, rows) => rows), [{ one: 1 }], 'the pool\'s connections are usable again');
+    t.same(await withTransactionFrom(pool, logger, { name: 'one', prepare: 'PREPARE one AS SELECT 1 AS one', args: [] }, async (_c, rows) => rows), [{ one: 1 }], 'the pool\'s connections are usable again');
   }
 });
