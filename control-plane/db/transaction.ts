@@ -1,4 +1,4 @@
-import type { Pool, PoolClient, QueryResult, QueryResultRow } from 'pg';
+import pg, { type Pool, type PoolClient, type QueryResult, type QueryResultRow } from 'pg';
 import type { Logger } from '../../shared/logging/logger.js';
 
 /** Runs `work` in one transaction; rolls back and rethrows on any error. */
@@ -25,6 +25,16 @@ export interface FirstStatement {
   prepare: string;
   /** Literal SQL for each parameter, already validated and quoted by the caller. */
   args: string[];
+}
+
+/** One argument of a {@link FirstStatement} as SQL text: NULL, an integer, or a quoted literal (strings; dates as ISO 8601). */
+export function sqlLiteral(value: string | number | Date | null): string {
+  if (value === null) return 'NULL';
+  if (typeof value === 'number') {
+    if (!Number.isSafeInteger(value)) throw new Error('only integers are inlined');
+    return String(value);
+  }
+  return pg.escapeLiteral(value instanceof Date ? value.toISOString() : value);
 }
 
 const prepared = new WeakMap<PoolClient, Set<string>>();

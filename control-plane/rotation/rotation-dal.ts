@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Queryable, StatementWrite } from '../db/queryable.js';
-import type { FirstStatement } from '../db/transaction.js';
+import { sqlLiteral, type FirstStatement } from '../db/transaction.js';
 import type { PolicySpec } from '../../shared/protocol/rotation-api.js';
 import type { TargetSpec } from '../../shared/protocol/rotation-commands.js';
 
@@ -130,14 +130,25 @@ export interface NewRun {
   requestedBy: string | null;
 }
 
-/** Inserts a run unless one already holds the target; returns false then (the one-run-per-target rule). */
-/** Inserts a new run (state `created`); null when the target already holds one. */
-export async function insertRun(db: Queryable, r: NewRun): Promise<RunRow | null> {
-  const inserted = await db.query<RunRow>({ name: 'run-insert', text: `INSERT INTO rotation_runs (run_id, target_id, project_id, trigger, scheduled_for, state, strategy, grace_seconds, db_user, max_attempts, previous_version, requested_by, next_action_at)
+const INSERT_RUN = `INSERT INTO rotation_runs (run_id, target_id, project_id, trigger, scheduled_for, state, strategy, grace_seconds, db_user, max_attempts, previous_version, requested_by, next_action_at)
      VALUES ($1, $2, $3, $4, $5, 'created', $6, $7, $8, $9, $10, $11, now())
      ON CONFLICT (target_id) WHERE holds_target DO NOTHING
-     RETURNING *`, values: [r.runId, r.targetId, r.projectId, r.trigger, r.scheduledFor, r.strategy, r.graceSeconds, r.dbUser, r.maxAttempts, r.previousVersion, r.requestedBy] });
-  return inserted.rows[0] ?? null;
+     RETURNING *`;
+
+const runValues = (r: NewRun) => [r.runId, r.targetId, r.projectId, r.trigger, r.scheduledFor, r.strategy, r.graceSeconds, r.dbUser, r.maxAttempts, r.previousVersion, r.requestedBy] as const;
+
+/** Inserts a new run (state `created`); null when the target already holds one (the one-run-per-target rule). */
+export async function insertRun(db: Queryable, r: NewRun): Promise<RunRow | null> {
+  return (await db.query<RunRow>({ name: 'run-insert', text: INSERT_RUN, values: [...runValues(r)] })).rows[0] ?? null;
+}
+
+/** {@link insertRun} as the statement withTransactionFrom sends with BEGIN (its rows: the run, or none). */
+export function insertRunStatement(r: NewRun): FirstStatement {
+  return {
+    name: 'sikker_run_insert',
+    prepare: `PREPARE sikker_run_insert(uuid, uuid, uuid, text, timestamptz, text, int, text, int, int, uuid) AS ${INSERT_RUN}`,
+    args: runValues(r).map((v) => sqlLiteral(v)),
+  };
 }
 
 /** Inserts many runs at once, skipping targets that already hold one; returns the ids inserted. */

@@ -4,11 +4,11 @@ import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import type { AuditChainWriter } from '../audit/audit-appender.js';
 import { requireProjectAction } from '../auth/authorize.js';
-import { withTransaction } from '../db/transaction.js';
+import { withTransactionFrom } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import type { ProjectService } from '../vault/project-service.js';
 import { requirePreflight } from './policy-rules.js';
-import { findRun, insertRun, listRuns, openRunOf, runSteps, findTargetById, type RunRow, type TargetRow } from './rotation-dal.js';
+import { findRun, insertRunStatement, listRuns, openRunOf, runSteps, findTargetById, type RunRow, type TargetRow } from './rotation-dal.js';
 import type { RotationEngine } from './rotation-engine.js';
 import { userForNextRun } from './policy-rules.js';
 import type { TargetService } from './target-service.js';
@@ -40,20 +40,22 @@ export class RotationService {
   /**
    * Starts a rotation now (ignoring the window). When a run is already in flight for
    * the target — a scheduled one that started the same instant, say — that run is
-   * returned (`joined`), never a second one.
+   * returned (`joined`), never a second one. `steps`: the new run's steps, when this call
+   * started it (a joined run's are read by the caller).
    */
-  /** `steps`: the new run's steps, when this call started it (a joined run's are read by the caller). */
   async rotateNow(caller: AuthIdentity, sourceIp: string, project: string, targetName: string): Promise<{ run: RunWithTarget; joined: boolean; steps?: RunStepRecord[] }> {
     const { target, policy } = await this.targets.resolveWithPolicy(caller, project, targetName, 'rotation.run');
     const strategy = policy?.spec.strategy ?? 'replace';
     requirePreflight(target, strategy);
     const runId = randomUUID();
-    const started = await withTransaction(this.pool, this.logger, async (client) => {
-      const run = await insertRun(client, {
-        runId, targetId: target.target_id, projectId: target.project_id, trigger: 'manual', scheduledFor: null, strategy,
-        graceSeconds: policy?.spec.graceSeconds ?? 0, dbUser: userForNextRun({ strategy, user: target.spec.user, alternate_user: target.alternate_user, current_user: target.current_user }),
-        maxAttempts: policy?.spec.maxAttempts ?? 5, previousVersion: target.current_version, requestedBy: caller.identityId,
-      });
+    const newRun = {
+      runId, targetId: target.target_id, projectId: target.project_id, trigger: 'manual' as const, scheduledFor: null, strategy,
+      graceSeconds: policy?.spec.graceSeconds ?? 0, dbUser: userForNextRun({ strategy, user: target.spec.user, alternate_user: target.alternate_user, current_user: target.current_user }),
+      maxAttempts: policy?.spec.maxAttempts ?? 5, previousVersion: target.current_version, requestedBy: caller.identityId,
+    };
+    // BEGIN and the run's insert in one round trip
+    const started = await withTransactionFrom(this.pool, this.logger, insertRunStatement(newRun), async (client, rows: RunRow[]) => {
+      const run = rows[0] ?? null;
       if (run === null) return null;
       // The run, its pending version and the apply command commit together; the agent is told after.
       const begun = await this.engine.startWithin(client, run, { step: 'created', detail: { trigger: 'manual' } }, { policy });

@@ -2,7 +2,7 @@
 import pg from 'pg';
 import t from 'tap';
 import { createLogger } from '../../shared/logging/logger.js';
-import { withTransactionFrom } from '../../control-plane/db/transaction.js';
+import { sqlLiteral, withTransactionFrom } from '../../control-plane/db/transaction.js';
 import { createTestDatabase } from '../support/databases.js';
 
 const db = await createTestDatabase('txfrom');
@@ -35,4 +35,13 @@ t.test('a failing work rolls everything back, and the connection is clean afterw
   for (let i = 0; i < 3; i += 1) {
     t.same(await withTransactionFrom(pool, logger, { name: 'one', prepare: 'PREPARE one AS SELECT 1 AS one', args: [] }, async (_c, rows) => rows), [{ one: 1 }], 'the pool\'s connections are usable again');
   }
+});
+
+t.test('arguments are inlined as literals that round-trip exactly, hostile text included', async (t) => {
+  const hostile = "x'); DROP TABLE items; -- \\ back\\slash \" quote é ∞";
+  const echo = { name: 'echo', prepare: 'PREPARE echo(text, int, timestamptz, text) AS SELECT $1 AS s, $2 AS n, $3 AS d, $4 AS z', args: [sqlLiteral(hostile), sqlLiteral(42), sqlLiteral(new Date('2026-01-02T03:04:05.678Z')), sqlLiteral(null)] };
+  const rows = await withTransactionFrom(pool, logger, echo, async (_c, r: Array<{ s: string; n: number; d: Date; z: string | null }>) => r);
+  t.same(rows, [{ s: hostile, n: 42, d: new Date('2026-01-02T03:04:05.678Z'), z: null }]);
+  t.equal((await pool.query('SELECT count(*)::int AS n FROM items')).rows[0].n, 2, 'the table is still there');
+  t.throws(() => sqlLiteral(1.5), /only integers/);
 });
