@@ -3,10 +3,17 @@ import type { Logger } from '../../shared/logging/logger.js';
 
 /** Runs `work` in one transaction; rolls back and rethrows on any error. */
 export async function withTransaction<T>(pool: Pick<Pool, 'connect'>, logger: Logger, work: (client: PoolClient) => Promise<T>): Promise<T> {
+  return transact(pool, logger, async (client) => {
+    await client.query('BEGIN');
+    return work(client);
+  });
+}
+
+/** `body` begins the transaction and does its work; then COMMIT, or ROLLBACK and rethrow. The connection goes back to the pool either way. */
+async function transact<T>(pool: Pick<Pool, 'connect'>, logger: Logger, body: (client: PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   try {
-    await client.query('BEGIN');
-    const result = await work(client);
+    const result = await body(client);
     await client.query('COMMIT');
     return result;
   } catch (err) {
@@ -41,28 +48,25 @@ const prepared = new WeakMap<PoolClient, Set<string>>();
 
 /**
  * {@link withTransaction} whose first statement travels with BEGIN, in one round trip
- * instead of two: a simple query `BEGIN; EXECUTE name(args)` — preceded by the PREPARE the
- * first time on a connection, so it is planned once per connection like a named statement.
+ * instead of two: a simple query `BEGIN; EXECUTE name(args)`, the statement prepared (PREPARE,
+ * its own round trip) the first time on a connection, so it is planned once per connection
+ * like a named statement.
  * `work` gets that statement's rows. Everything else is as in {@link withTransaction}.
  */
 export async function withTransactionFrom<T, R extends QueryResultRow>(pool: Pick<Pool, 'connect'>, logger: Logger, first: FirstStatement, work: (client: PoolClient, rows: R[]) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  let names = prepared.get(client);
-  if (names === undefined) {
-    names = new Set();
-    prepared.set(client, names);
-  }
-  const needsPrepare = !names.has(first.name);
-  try {
-    const results = (await client.query<R>(`${needsPrepare ? `${first.prepare}; ` : ''}BEGIN; EXECUTE ${first.name}${first.args.length > 0 ? `(${first.args.join(', ')})` : ''}`)) as unknown as Array<QueryResult<R>>;
-    names.add(first.name);
-    const result = await work(client, results[results.length - 1]?.rows ?? []);
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    await client.query('ROLLBACK').catch((rollbackErr: unknown) => logger.warn({ err: rollbackErr }, 'rollback failed'));
-    throw err;
-  } finally {
-    client.release();
-  }
+  return transact(pool, logger, async (client) => {
+    let names = prepared.get(client);
+    if (names === undefined) {
+      names = new Set();
+      prepared.set(client, names);
+    }
+    if (!names.has(first.name)) {
+      // once per connection, on its own: a failure leaves nothing prepared, a success is known to be
+      await client.query(first.prepare);
+      names.add(first.name);
+    }
+    const args = first.args.length > 0 ? `(${first.args.join(', ')})` : '';
+    const results = (await client.query<R>(`BEGIN; EXECUTE ${first.name}${args}`)) as unknown as Array<QueryResult<R>>;
+    return work(client, results[1]?.rows ?? []);
+  });
 }

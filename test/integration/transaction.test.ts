@@ -32,6 +32,10 @@ t.test('a failing work rolls everything back, and the connection is clean afterw
   }), { message: 'work failed' });
   t.equal((await pool.query('SELECT note FROM items WHERE id = 2')).rows[0].note, 'two', 'rolled back');
   await t.rejects(withTransactionFrom(pool, logger, { name: 'broken', prepare: 'PREPARE broken AS SELECT no_such_column FROM items', args: [] }, async () => 'never'), { code: '42703' }, 'a failing first statement is the error');
+  // a statement whose execution fails after it was prepared is still known as prepared on that connection
+  const failing = (divisor: number) => ({ name: 'divide', prepare: 'PREPARE divide(int) AS SELECT 10 / $1 AS q', args: [String(divisor)] });
+  for (let i = 0; i < 4; i += 1) await t.rejects(withTransactionFrom(pool, logger, failing(0), async () => 'never'), { code: '22012' }, 'division by zero each time, never "already exists"');
+  t.same(await withTransactionFrom(pool, logger, failing(5), async (_c, rows) => rows), [{ q: 2 }]);
   for (let i = 0; i < 3; i += 1) {
     t.same(await withTransactionFrom(pool, logger, { name: 'one', prepare: 'PREPARE one AS SELECT 1 AS one', args: [] }, async (_c, rows) => rows), [{ one: 1 }], 'the pool\'s connections are usable again');
   }
