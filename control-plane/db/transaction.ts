@@ -47,26 +47,27 @@ export function sqlLiteral(value: string | number | Date | null): string {
 const prepared = new WeakMap<PoolClient, Set<string>>();
 
 /**
- * {@link withTransaction} whose first statement travels with BEGIN, in one round trip
- * instead of two: a simple query `BEGIN; EXECUTE name(args)`, the statement prepared (PREPARE,
+ * {@link withTransaction} whose first statements travel with BEGIN, in one round trip: a
+ * simple query `BEGIN; EXECUTE a(args); EXECUTE b(args)…`, each statement prepared (PREPARE,
  * its own round trip) the first time on a connection, so it is planned once per connection
- * like a named statement.
- * `work` gets that statement's rows. Everything else is as in {@link withTransaction}.
+ * like a named statement. Each statement runs on a snapshot taken when it starts, as separate
+ * queries would. `work` gets their rows, in order. Everything else is as in {@link withTransaction}.
  */
-export async function withTransactionFrom<T, R extends QueryResultRow>(pool: Pick<Pool, 'connect'>, logger: Logger, first: FirstStatement, work: (client: PoolClient, rows: R[]) => Promise<T>): Promise<T> {
+export async function withTransactionFrom<T>(pool: Pick<Pool, 'connect'>, logger: Logger, first: FirstStatement[], work: (client: PoolClient, rows: QueryResultRow[][]) => Promise<T>): Promise<T> {
   return transact(pool, logger, async (client) => {
     let names = prepared.get(client);
     if (names === undefined) {
       names = new Set();
       prepared.set(client, names);
     }
-    if (!names.has(first.name)) {
+    for (const statement of first) {
+      if (names.has(statement.name)) continue;
       // once per connection, on its own: a failure leaves nothing prepared, a success is known to be
-      await client.query(first.prepare);
-      names.add(first.name);
+      await client.query(statement.prepare);
+      names.add(statement.name);
     }
-    const args = first.args.length > 0 ? `(${first.args.join(', ')})` : '';
-    const results = (await client.query<R>(`BEGIN; EXECUTE ${first.name}${args}`)) as unknown as Array<QueryResult<R>>;
-    return work(client, results[1]?.rows ?? []);
+    const executes = first.map((f) => `EXECUTE ${f.name}${f.args.length > 0 ? `(${f.args.join(', ')})` : ''}`);
+    const results = (await client.query(['BEGIN', ...executes].join('; '))) as unknown as QueryResult[];
+    return work(client, results.slice(1).map((r) => r.rows));
   });
 }

@@ -61,6 +61,12 @@ export async function findTargetById(db: Queryable, targetId: string): Promise<T
   return (await db.query<TargetRow>({ name: 'target-by-id', text: `${TARGET_SELECT} WHERE t.target_id = $1`, values: [targetId] })).rows[0] ?? null;
 }
 
+/** {@link findTargetById} as a statement withTransactionFrom sends with BEGIN (its rows: the target, or none). */
+export function findTargetByIdStatement(targetId: string): FirstStatement {
+  if (!UUID.test(targetId)) throw new Error('a target id is a lower-case UUID');
+  return { name: 'sikker_target_by_id', prepare: `PREPARE sikker_target_by_id(uuid) AS ${TARGET_SELECT} WHERE t.target_id = $1`, args: [`'${targetId}'`] };
+}
+
 export async function listTargets(db: Queryable, projectId: string): Promise<TargetRow[]> {
   return (await db.query<TargetRow>(`${TARGET_SELECT} WHERE t.project_id = $1 ORDER BY t.name`, [projectId])).rows;
 }

@@ -142,7 +142,7 @@ export class RotationEngine {
       if (this.root.isSealed()) return; // the sweep advances it after unseal
       let outcome: StepOutcome | null;
       try {
-        outcome = await withTransactionFrom(this.pool, this.logger, lockRunWithTargetStatement(runId), async (client, rows: RunWithTargetRow[]) => this.step(client, runWithTarget(rows)));
+        outcome = await withTransactionFrom(this.pool, this.logger, [lockRunWithTargetStatement(runId)], async (client, [rows]) => this.step(client, runWithTarget((rows ?? []) as RunWithTargetRow[])));
       } catch (err) {
         const retryable = err instanceof SikkerError && err.retryable;
         this.logger[retryable ? 'warn' : 'error']({ err, runId }, 'a rotation step failed; the sweep will try it again');
@@ -168,9 +168,10 @@ export class RotationEngine {
    * locked from the append to the commit, so that is what serialises concurrent starts).
    * After the commit, call {@link afterCommit} with the result to tell the agent.
    */
-  async startWithin(client: PoolClient, inserted: RunRow, first: FirstRecords, known: { policy?: PolicyRow | null } = {}): Promise<StartedRun> {
+  async startWithin(client: PoolClient, inserted: RunRow, first: FirstRecords, known: { policy?: PolicyRow | null; target?: TargetRow | null } = {}): Promise<StartedRun> {
     // The run was inserted in this transaction, so no one else can see it, let alone lock it.
-    const target = await findTargetById(client, inserted.target_id);
+    // `known.target`: read in this transaction after the insert (the caller's), else read now.
+    const target = known.target !== undefined ? known.target : await findTargetById(client, inserted.target_id);
     if (target === null) throw new SikkerError('ERR_INTERNAL', 'a run refers to a missing target');
     const ctx = new StepContext(client, inserted, target, this.chain, known.policy);
     ctx.begin(first.step, first.detail);

@@ -8,7 +8,7 @@ import { withTransactionFrom } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import type { ProjectService } from '../vault/project-service.js';
 import { requirePreflight } from './policy-rules.js';
-import { findRun, insertRunStatement, listRuns, openRunOf, runSteps, findTargetById, type RunRow, type TargetRow } from './rotation-dal.js';
+import { findRun, findTargetByIdStatement, insertRunStatement, listRuns, openRunOf, runSteps, findTargetById, type RunRow, type TargetRow } from './rotation-dal.js';
 import type { RotationEngine } from './rotation-engine.js';
 import { userForNextRun } from './policy-rules.js';
 import type { TargetService } from './target-service.js';
@@ -53,12 +53,13 @@ export class RotationService {
       graceSeconds: policy?.spec.graceSeconds ?? 0, dbUser: userForNextRun({ strategy, user: target.spec.user, alternate_user: target.alternate_user, current_user: target.current_user }),
       maxAttempts: policy?.spec.maxAttempts ?? 5, previousVersion: target.current_version, requestedBy: caller.identityId,
     };
-    // BEGIN and the run's insert in one round trip
-    const started = await withTransactionFrom(this.pool, this.logger, insertRunStatement(newRun), async (client, rows: RunRow[]) => {
-      const run = rows[0] ?? null;
+    // BEGIN, the run's insert and the target read after it (a run that held the target may have
+    // committed while the insert waited) in one round trip
+    const started = await withTransactionFrom(this.pool, this.logger, [insertRunStatement(newRun), findTargetByIdStatement(target.target_id)], async (client, [runs, targets]) => {
+      const run = (runs?.[0] ?? null) as RunRow | null;
       if (run === null) return null;
       // The run, its pending version and the apply command commit together; the agent is told after.
-      const begun = await this.engine.startWithin(client, run, { step: 'created', detail: { trigger: 'manual' } }, { policy });
+      const begun = await this.engine.startWithin(client, run, { step: 'created', detail: { trigger: 'manual' } }, { policy, target: (targets?.[0] ?? null) as TargetRow | null });
       await this.chain.append(client, [
         { identityId: caller.identityId, sourceIp, action: 'rotation.start', projectId: target.project_id, secretId: target.secret_id, outcome: 'success', detail: { runId, target: targetName, trigger: 'manual' } },
         ...begun.audits,
