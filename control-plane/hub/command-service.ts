@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomUUID, type KeyObject } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
 import { sealTo, importBoxPublicKey } from '../../shared/crypto/sealed-box.js';
 import { zero } from '../../shared/crypto/aead.js';
@@ -41,6 +41,8 @@ export class CommandService {
   private readonly issuedListeners: Array<(agentId: string) => void> = [];
   /** Each agent's X25519 box key as last read here (public keys; a stale one is detected by the insert). */
   private readonly boxKeys = new Map<string, string>();
+  /** Imported box public keys, by their text (public keys; bounded like boxKeys). */
+  private readonly boxKeyObjects = new Map<string, KeyObject>();
 
   constructor(
     private readonly pool: Pool,
@@ -107,7 +109,7 @@ export class CommandService {
     if (c.plaintext !== null) assertDeliverable(c.plaintext.length);
     const commandId = c.commandId ?? randomUUID();
     const expiresAt = new Date(Date.now() + c.ttlMs);
-    const seal = (boxPublicKey: string) => (c.plaintext === null ? null : sealTo(importBoxPublicKey(boxPublicKey), c.plaintext, { commandId, agentId: c.agentId }));
+    const seal = (boxPublicKey: string) => (c.plaintext === null ? null : sealTo(this.boxKeyObject(boxPublicKey), c.plaintext, { commandId, agentId: c.agentId }));
     const command = { commandId, agentId: c.agentId, kind: c.kind, payload: c.payload, issuedBy: c.issuedBy, expiresAt };
     // Usually one round trip: sealed to the agent's key as last seen, stored only if that is still its key.
     const knownKey = this.boxKeys.get(c.agentId);
@@ -128,6 +130,16 @@ export class CommandService {
     this.boxKeys.set(c.agentId, next.boxPublicKey);
     if (this.boxKeys.size > 100_000) this.boxKeys.delete(this.boxKeys.keys().next().value as string);
     return { commandId, generation: next.generation, expiresAt };
+  }
+
+  /** The KeyObject of a box public key, imported once while it is the agent's key last seen here. */
+  private boxKeyObject(boxPublicKey: string): KeyObject {
+    const cached = this.boxKeyObjects.get(boxPublicKey);
+    if (cached !== undefined) return cached;
+    const key = importBoxPublicKey(boxPublicKey);
+    this.boxKeyObjects.set(boxPublicKey, key);
+    if (this.boxKeyObjects.size > 100_000) this.boxKeyObjects.delete(this.boxKeyObjects.keys().next().value as string);
+    return key;
   }
 
   /** Tells the replica holding the agent's socket that it has a command (after the commit). */

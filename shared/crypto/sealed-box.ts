@@ -46,6 +46,17 @@ function rawPublic(key: KeyObject): Buffer {
   return Buffer.from(exportBoxPublicKey(key), 'base64url');
 }
 
+/** The raw public half of a long-lived key (a recipient's public key, or an agent's private key), derived once per KeyObject. */
+const rawPublicOf = new WeakMap<KeyObject, Buffer>();
+function cachedRawPublic(key: KeyObject): Buffer {
+  let raw = rawPublicOf.get(key);
+  if (raw === undefined) {
+    raw = rawPublic(key.type === 'private' ? createPublicKey(key) : key);
+    rawPublicOf.set(key, raw);
+  }
+  return raw;
+}
+
 function deriveKey(shared: Buffer, ephemeralPublic: Buffer, recipientPublic: Buffer): Buffer {
   return Buffer.from(hkdfSync('sha256', shared, Buffer.concat([ephemeralPublic, recipientPublic]), Buffer.from('sikker/sealed-box/v1'), 32));
 }
@@ -59,7 +70,7 @@ export function sealTo(recipient: KeyObject, plaintext: Buffer, context: { comma
   const ephemeral = generateBoxKeyPair();
   const ephemeralPublic = rawPublic(ephemeral.publicKey);
   const shared = diffieHellman({ privateKey: ephemeral.privateKey, publicKey: recipient });
-  const key = deriveKey(shared, ephemeralPublic, rawPublic(recipient));
+  const key = deriveKey(shared, ephemeralPublic, cachedRawPublic(recipient));
   try {
     const nonce = randomBytes(12);
     const cipher = createCipheriv('aes-256-gcm', key, nonce, { authTagLength: 16 });
@@ -83,7 +94,7 @@ export function openSealed(recipientPrivate: KeyObject, sealed: Buffer, context:
     throw new SikkerError('ERR_CRYPTO_FORMAT', 'sealed box has a malformed ephemeral key', { cause: err });
   }
   const shared = diffieHellman({ privateKey: recipientPrivate, publicKey: ephemeral });
-  const key = deriveKey(shared, Buffer.from(ephemeralPublic), rawPublic(createPublicKey(recipientPrivate)));
+  const key = deriveKey(shared, Buffer.from(ephemeralPublic), cachedRawPublic(recipientPrivate));
   try {
     const decipher = createDecipheriv('aes-256-gcm', key, sealed.subarray(PUBLIC_LENGTH, PUBLIC_LENGTH + 12), { authTagLength: 16 });
     decipher.setAAD(aad(context));
