@@ -32,6 +32,22 @@ export async function insertCommand(client: PoolClient, c: { commandId: string; 
      VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8)`, values: [c.commandId, c.agentId, c.generation, c.kind, JSON.stringify(c.payload), c.sealed, c.issuedBy, c.expiresAt] });
 }
 
+/** The statement's `g`: the agent's next generation, taken only while its box key is still `key` (parameter placeholders given). */
+const takeGeneration = (agent: string, key: string): string =>
+  `UPDATE agents SET next_generation = next_generation + 1 WHERE agent_id = ${agent} AND box_public_key = ${key} RETURNING next_generation - 1 AS generation`;
+
+/**
+ * Counts the agent's open, unexpired commands other than the listed ones as delivered and
+ * returns them; rows another transaction has locked are skipped (placeholders given; `also`:
+ * a further condition).
+ */
+const claimOpen = (agent: string, states: string, except: string, also = 'true'): string =>
+  `UPDATE agent_commands c SET deliveries = c.deliveries + 1, delivered_at = clock_timestamp(), state = CASE WHEN c.state = 'pending' THEN 'delivered' ELSE c.state END
+    WHERE ${also} AND c.command_id IN (SELECT command_id FROM agent_commands
+                                        WHERE agent_id = ${agent} AND state = ANY(${states}::text[]) AND expires_at > now() AND command_id <> ALL(${except}::uuid[])
+                                          FOR UPDATE SKIP LOCKED)
+   RETURNING c.*`;
+
 /**
  * Takes the agent's next generation and stores the command in one statement, provided the
  * agent's box key is still `boxPublicKey` (the one `sealed` was sealed to). Returns the
@@ -41,7 +57,7 @@ export async function insertCommand(client: PoolClient, c: { commandId: string; 
 export async function insertCommandWithGeneration(client: PoolClient, boxPublicKey: string, c: { commandId: string; agentId: string; kind: string; payload: Record<string, unknown>; sealed: Buffer | null; issuedBy: string | null; expiresAt: Date }): Promise<number | null> {
   const row = (await client.query<{ generation: string }>({
     name: 'command-insert-with-generation',
-    text: `WITH g AS (UPDATE agents SET next_generation = next_generation + 1 WHERE agent_id = $2 AND box_public_key = $8 RETURNING next_generation - 1 AS generation)
+    text: `WITH g AS (${takeGeneration('$2', '$8')})
            INSERT INTO agent_commands (command_id, agent_id, generation, kind, payload, sealed, state, issued_by, expires_at)
            SELECT $1, $2, g.generation, $3, $4, $5, 'pending', $6, $7 FROM g
            RETURNING generation`,
@@ -61,16 +77,11 @@ export async function insertCommandWithGeneration(client: PoolClient, boxPublicK
 export async function insertCommandAndClaim(client: PoolClient, boxPublicKey: string, c: { commandId: string; agentId: string; kind: string; payload: Record<string, unknown>; sealed: Buffer | null; issuedBy: string | null; expiresAt: Date }, except: string[]): Promise<CommandRow[] | null> {
   const rows = (await client.query<CommandRow>({
     name: 'command-insert-and-claim',
-    text: `WITH g AS (UPDATE agents SET next_generation = next_generation + 1 WHERE agent_id = $2 AND box_public_key = $8 RETURNING next_generation - 1 AS generation),
+    text: `WITH g AS (${takeGeneration('$2', '$8')}),
                 new AS (INSERT INTO agent_commands (command_id, agent_id, generation, kind, payload, sealed, state, issued_by, expires_at, deliveries, delivered_at)
                         SELECT $1, $2, g.generation, $3, $4, $5, 'delivered', $6, $7, 1, clock_timestamp() FROM g
                         RETURNING *),
-                others AS (UPDATE agent_commands c SET deliveries = c.deliveries + 1, delivered_at = clock_timestamp(), state = CASE WHEN c.state = 'pending' THEN 'delivered' ELSE c.state END
-                            WHERE EXISTS (SELECT 1 FROM g)
-                              AND c.command_id IN (SELECT command_id FROM agent_commands
-                                                    WHERE agent_id = $2 AND state = ANY($9::text[]) AND expires_at > now() AND command_id <> ALL($10::uuid[])
-                                                      FOR UPDATE SKIP LOCKED)
-                           RETURNING c.*)
+                others AS (${claimOpen('$2', '$9', '$10', 'EXISTS (SELECT 1 FROM g)')})
            SELECT * FROM new UNION ALL SELECT * FROM others ORDER BY generation`,
     values: [c.commandId, c.agentId, c.kind, JSON.stringify(c.payload), c.sealed, c.issuedBy, c.expiresAt, boxPublicKey, OPEN_STATES, except],
   })).rows;
@@ -92,13 +103,7 @@ export async function openCommands(db: Queryable, agentId: string): Promise<Comm
 export async function claimOpenCommands(client: PoolClient, agentId: string, except: string[]): Promise<CommandRow[]> {
   return (await client.query<CommandRow>({
     name: 'commands-claim',
-    text: `WITH claimed AS (
-             UPDATE agent_commands c SET deliveries = c.deliveries + 1, delivered_at = clock_timestamp(), state = CASE WHEN c.state = 'pending' THEN 'delivered' ELSE c.state END
-              WHERE c.command_id IN (SELECT command_id FROM agent_commands
-                                      WHERE agent_id = $1 AND state = ANY($2::text[]) AND expires_at > now() AND command_id <> ALL($3::uuid[])
-                                        FOR UPDATE SKIP LOCKED)
-             RETURNING c.*)
-           SELECT * FROM claimed ORDER BY generation`,
+    text: `WITH claimed AS (${claimOpen('$1', '$2', '$3')}) SELECT * FROM claimed ORDER BY generation`,
     values: [agentId, OPEN_STATES, except],
   })).rows;
 }

@@ -39,10 +39,8 @@ const DEFAULT_TTL_MS = 15 * 60 * 1000;
  */
 export class CommandService {
   private readonly issuedListeners: Array<(agentId: string) => void> = [];
-  /** Each agent's X25519 box key as last read here (public keys; a stale one is detected by the insert). */
-  private readonly boxKeys = new Map<string, string>();
-  /** Imported box public keys, by their text (public keys; bounded like boxKeys). */
-  private readonly boxKeyObjects = new Map<string, KeyObject>();
+  /** Each agent's X25519 box key as last read here, as stored and imported (public keys; a stale one is detected by the insert). */
+  private readonly boxKeys = new Map<string, { raw: string; key: KeyObject }>();
 
   constructor(
     private readonly pool: Pool,
@@ -109,37 +107,28 @@ export class CommandService {
     if (c.plaintext !== null) assertDeliverable(c.plaintext.length);
     const commandId = c.commandId ?? randomUUID();
     const expiresAt = new Date(Date.now() + c.ttlMs);
-    const seal = (boxPublicKey: string) => (c.plaintext === null ? null : sealTo(this.boxKeyObject(boxPublicKey), c.plaintext, { commandId, agentId: c.agentId }));
+    const seal = (boxKey: KeyObject) => (c.plaintext === null ? null : sealTo(boxKey, c.plaintext, { commandId, agentId: c.agentId }));
     const command = { commandId, agentId: c.agentId, kind: c.kind, payload: c.payload, issuedBy: c.issuedBy, expiresAt };
     // Usually one round trip: sealed to the agent's key as last seen, stored only if that is still its key.
-    const knownKey = this.boxKeys.get(c.agentId);
-    if (knownKey !== undefined && c.claimExcept !== undefined) {
+    const known = this.boxKeys.get(c.agentId);
+    if (known !== undefined && c.claimExcept !== undefined) {
       // …and, for an agent whose socket the caller's replica holds, counted as delivered with the rest of its open commands (HubServer.claimWithin)
-      const claimed = await insertCommandAndClaim(client, knownKey, { ...command, sealed: seal(knownKey) }, c.claimExcept);
+      const claimed = await insertCommandAndClaim(client, known.raw, { ...command, sealed: seal(known.key) }, c.claimExcept);
       const own = claimed?.find((r) => r.command_id === commandId);
       if (claimed !== null && own !== undefined) return { commandId, generation: Number(own.generation), expiresAt, claimed };
       this.boxKeys.delete(c.agentId);
-    } else if (knownKey !== undefined) {
-      const generation = await insertCommandWithGeneration(client, knownKey, { ...command, sealed: seal(knownKey) });
+    } else if (known !== undefined) {
+      const generation = await insertCommandWithGeneration(client, known.raw, { ...command, sealed: seal(known.key) });
       if (generation !== null) return { commandId, generation, expiresAt };
       this.boxKeys.delete(c.agentId); // re-keyed (or gone): take the key with the generation
     }
     const next = await nextGeneration(client, c.agentId);
     if (next === null) throw new SikkerError('ERR_NOT_FOUND', 'no such agent');
-    await insertCommand(client, { ...command, generation: next.generation, sealed: seal(next.boxPublicKey) });
-    this.boxKeys.set(c.agentId, next.boxPublicKey);
+    const key = importBoxPublicKey(next.boxPublicKey);
+    await insertCommand(client, { ...command, generation: next.generation, sealed: seal(key) });
+    this.boxKeys.set(c.agentId, { raw: next.boxPublicKey, key });
     if (this.boxKeys.size > 100_000) this.boxKeys.delete(this.boxKeys.keys().next().value as string);
     return { commandId, generation: next.generation, expiresAt };
-  }
-
-  /** The KeyObject of a box public key, imported once while it is the agent's key last seen here. */
-  private boxKeyObject(boxPublicKey: string): KeyObject {
-    const cached = this.boxKeyObjects.get(boxPublicKey);
-    if (cached !== undefined) return cached;
-    const key = importBoxPublicKey(boxPublicKey);
-    this.boxKeyObjects.set(boxPublicKey, key);
-    if (this.boxKeyObjects.size > 100_000) this.boxKeyObjects.delete(this.boxKeyObjects.keys().next().value as string);
-    return key;
   }
 
   /** Tells the replica holding the agent's socket that it has a command (after the commit). */

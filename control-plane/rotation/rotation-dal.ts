@@ -63,8 +63,7 @@ export async function findTargetById(db: Queryable, targetId: string): Promise<T
 
 /** {@link findTargetById} as a statement withTransactionFrom sends with BEGIN (its rows: the target, or none). */
 export function findTargetByIdStatement(targetId: string): FirstStatement {
-  if (!UUID.test(targetId)) throw new Error('a target id is a lower-case UUID');
-  return { name: 'sikker_target_by_id', prepare: `PREPARE sikker_target_by_id(uuid) AS ${TARGET_SELECT} WHERE t.target_id = $1`, args: [`'${targetId}'`] };
+  return { name: 'sikker_target_by_id', prepare: `PREPARE sikker_target_by_id(uuid) AS ${TARGET_SELECT} WHERE t.target_id = $1`, args: [sqlLiteral(targetId)] };
 }
 
 export async function listTargets(db: Queryable, projectId: string): Promise<TargetRow[]> {
@@ -194,8 +193,6 @@ export async function openRunOf(db: Queryable, targetId: string): Promise<RunRow
 /** Locks the run for one step; null when another replica holds it (it will advance it) or it does not exist. */
 export type RunWithTargetRow = RunRow & { target_json: (Omit<TargetRow, 'created_at' | 'preflight_at'> & { created_at: string; preflight_at: string | null }) | null };
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-
 /**
  * The statement that locks a run (SKIP LOCKED: no row when another step holds it) and
  * reads its target as {@link findTargetById} does, in one round trip (every step starts
@@ -203,8 +200,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
  * {@link runWithTarget}.
  */
 export function lockRunWithTargetStatement(runId: string): FirstStatement {
-  if (!UUID.test(runId)) throw new Error('a run id is a lower-case UUID');
-  return { name: 'sikker_run_lock_with_target', prepare: `PREPARE sikker_run_lock_with_target(uuid) AS ${LOCK_RUN_WITH_TARGET}`, args: [`'${runId}'`] };
+  return { name: 'sikker_run_lock_with_target', prepare: `PREPARE sikker_run_lock_with_target(uuid) AS ${LOCK_RUN_WITH_TARGET}`, args: [sqlLiteral(runId)] };
 }
 
 const LOCK_RUN_WITH_TARGET = `SELECT r.*, to_jsonb(tg) AS target_json FROM rotation_runs r
@@ -267,17 +263,12 @@ export async function addSteps(db: Queryable, runId: string, steps: RunStep[]): 
  */
 export async function updateRunWithSteps(db: Queryable, runId: string, change: RunChange, steps: RunStep[], writes: StatementWrite[] = []): Promise<number[]> {
   const keys = Object.keys(change) as Array<keyof RunChange>;
-  if (writes.length === 0) {
-    if (keys.length === 0) await addSteps(db, runId, steps);
-    else if (steps.length === 0) await updateRun(db, runId, change);
-    else {
-      const sets = keys.map((k, i) => `${k} = $${i + 5}`);
-      await db.query({
-        name: shapeName('run-update-steps', keys),
-        text: `WITH run AS (UPDATE rotation_runs SET ${[...sets, 'updated_at = now()'].join(', ')} WHERE run_id = $1) ${INSERT_STEPS}`,
-        values: [runId, ...stepColumns(steps), ...keys.map((k) => change[k])],
-      });
-    }
+  if (writes.length === 0 && keys.length === 0) {
+    await addSteps(db, runId, steps);
+    return [];
+  }
+  if (writes.length === 0 && steps.length === 0) {
+    await updateRun(db, runId, change);
     return [];
   }
   // $1 run id, $2–$4 the steps' columns, then the run's changes, then each write's own parameters.
@@ -290,10 +281,10 @@ export async function updateRunWithSteps(db: Queryable, runId: string, change: R
     ctes.push(`w${i} AS (${w.sql.replace(/\$(\d+)/g, (_m, n: string) => `$${Number(n) + offset}`)})`);
     values.push(...w.values);
   }
-  const counts = writes.map((_w, i) => `(SELECT count(*) FROM w${i})::int AS w${i}`).join(', ');
+  const counts = writes.map((_w, i) => `(SELECT count(*) FROM w${i})::int AS w${i}`);
   const row = (await db.query<Record<string, number>>({
     name: shapeName('run-flush', [...keys, ...writes.map((w) => `write:${w.name}`)]),
-    text: `WITH ${ctes.join(', ')} SELECT ${counts}`,
+    text: `WITH ${ctes.join(', ')} SELECT ${counts.length > 0 ? counts.join(', ') : '1'}`,
     values,
   })).rows[0];
   return writes.map((_w, i) => row?.[`w${i}`] ?? 0);
@@ -311,7 +302,15 @@ function stepColumns(steps: RunStep[]): [string[], string[], Date[]] {
   return [steps.map((s) => s.step), steps.map((s) => JSON.stringify(s.detail)), steps.map((s) => s.at)];
 }
 
-export async function runSteps(db: Queryable, runId: string): Promise<Array<{ seq: number; step: string; at: Date; detail: Record<string, unknown> }>> {
+/** A step as it is stored. */
+export interface RunStepRecord {
+  seq: number;
+  step: string;
+  at: Date;
+  detail: Record<string, unknown>;
+}
+
+export async function runSteps(db: Queryable, runId: string): Promise<RunStepRecord[]> {
   return (await db.query({ name: 'run-steps', text: 'SELECT seq, step, at, detail FROM rotation_steps WHERE run_id = $1 ORDER BY seq', values: [runId] })).rows;
 }
 

@@ -8,18 +8,10 @@ import { withTransactionFrom } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import type { ProjectService } from '../vault/project-service.js';
 import { requirePreflight } from './policy-rules.js';
-import { findRun, findTargetByIdStatement, insertRunStatement, listRuns, openRunOf, runSteps, findTargetById, type RunRow, type TargetRow } from './rotation-dal.js';
+import { findRun, findTargetByIdStatement, insertRunStatement, listRuns, openRunOf, runSteps, findTargetById, type RunRow, type RunStepRecord, type TargetRow } from './rotation-dal.js';
 import type { RotationEngine } from './rotation-engine.js';
 import { userForNextRun } from './policy-rules.js';
 import type { TargetService } from './target-service.js';
-
-/** A step as it is stored. */
-export interface RunStepRecord {
-  seq: number;
-  step: string;
-  at: Date;
-  detail: Record<string, unknown>;
-}
 
 export interface RunWithTarget {
   run: RunRow;
@@ -88,7 +80,7 @@ export class RotationService {
     return { run, target };
   }
 
-  async steps(runId: string): Promise<Array<{ seq: number; step: string; at: Date; detail: Record<string, unknown> }>> {
+  async steps(runId: string): Promise<RunStepRecord[]> {
     return runSteps(this.pool, runId);
   }
 

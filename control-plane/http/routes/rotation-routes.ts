@@ -1,9 +1,9 @@
 import * as z from 'zod';
 import * as api from '../../../shared/protocol/api.js';
 import * as rot from '../../../shared/protocol/rotation-api.js';
-import type { PolicyRow, RunRow, TargetRow } from '../../rotation/rotation-dal.js';
+import type { PolicyRow, RunRow, RunStepRecord, TargetRow } from '../../rotation/rotation-dal.js';
 import type { PolicyService } from '../../rotation/policy-service.js';
-import type { RotationService, RunStepRecord } from '../../rotation/rotation-service.js';
+import type { RotationService } from '../../rotation/rotation-service.js';
 import type { PreflightReport, TargetService } from '../../rotation/target-service.js';
 import type { RouteKit } from '../route-kit.js';
 
