@@ -137,7 +137,7 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
     { claimWithin: (client, agentId) => hub.claimWithin(client, agentId), claimTicket: (agentId) => hub.claimTicket(agentId), sendClaimed: (claim) => hub.sendClaimed(claim), announce: (agentId) => commands.announce(agentId) });
   const targets = new TargetService(pool, projects, versionStore, commands, chain, logger, staleSeconds);
   const policies = new PolicyService(pool, targets, chain, logger);
-  const rotations = new RotationService(pool, projects, targets, engine, chain, logger);
+  const rotations = new RotationService(pool, projects, targets, engine, logger);
   const scheduler = new RotationScheduler(pool, chain, engine, root, logger, { redisUrl: config.redisUrl, redisPrefix: config.redisPrefix, sweepMs: config.rotation.sweepMs },
     () => versionStore.backfillFingerprints(pool, 100));
   // A result a run of this replica waits for is stored by that run's next step, which starts

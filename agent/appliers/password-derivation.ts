@@ -1,13 +1,14 @@
 /**
  * Work an engine's applier does on a new password that needs no database — for
- * PostgreSQL the SCRAM-SHA-256 verifier (PBKDF2, ~1 ms in the thread pool) — started
+ * PostgreSQL the SCRAM-SHA-256 verifier and its login keys (PBKDF2, ~1 ms in the
+ * thread pool) — started
  * as soon as the agent has accepted an apply command, so it overlaps with the journal
  * write and the rest, and handed to the applier in `ApplyRequest.derived`.
  *
  * Pure computation on node:crypto: importing this loads no database driver (the
  * command executors import it directly; see agent/commands/rotation-context.ts).
  */
-import { scramSha256Verifier } from './postgres-scram-verifier.js';
+import { scramCredential, zeroScramCredential, type ScramCredential } from './postgres-scram-verifier.js';
 import type { Engine } from './target.js';
 
 /**
@@ -17,11 +18,11 @@ import type { Engine } from './target.js';
  */
 export class PasswordDerivation {
   readonly #password: string;
-  readonly #scramVerifier: Promise<string>;
+  readonly #scram: Promise<ScramCredential>;
 
-  private constructor(password: string, scramVerifier: Promise<string>) {
+  private constructor(password: string, scram: Promise<ScramCredential>) {
     this.#password = password;
-    this.#scramVerifier = scramVerifier;
+    this.#scram = scram;
   }
 
   /**
@@ -33,21 +34,34 @@ export class PasswordDerivation {
    */
   static start(engine: Engine, password: string): PasswordDerivation | undefined {
     if (engine !== 'postgres') return undefined;
-    let verifier: Promise<string>;
+    let scram: Promise<ScramCredential>;
     try {
-      verifier = scramSha256Verifier(password);
+      scram = scramCredential(password);
     } catch (err) {
-      verifier = Promise.reject(err);
+      scram = Promise.reject(err);
     }
-    verifier.catch(() => undefined);
-    return new PasswordDerivation(password, verifier);
+    scram.catch(() => undefined);
+    return new PasswordDerivation(password, scram);
   }
 
   /**
-   * PostgreSQL's SCRAM-SHA-256 verifier (random salt, 4096 iterations) when `password`
-   * is the password this was started for; undefined otherwise (compute it yourself).
+   * PostgreSQL's SCRAM-SHA-256 verifier (random salt, 4096 iterations) and its login
+   * keys when `password` is the password this was started for; undefined otherwise
+   * (compute it yourself). Each call gets its own copy of the keys, which the caller
+   * zeroes when done with them.
    */
+  scramCredential(password: string): Promise<ScramCredential> | undefined {
+    if (password !== this.#password) return undefined;
+    return this.#scram.then((c) => ({ ...c, clientKey: Buffer.from(c.clientKey), serverKey: Buffer.from(c.serverKey) }));
+  }
+
+  /** The verifier alone, on the same terms as {@link scramCredential}. */
   scramSha256Verifier(password: string): Promise<string> | undefined {
-    return password === this.#password ? this.#scramVerifier : undefined;
+    return password === this.#password ? this.#scram.then((c) => c.verifier) : undefined;
+  }
+
+  /** Zeroes the derived keys (once they exist); call when the command is done. */
+  dispose(): void {
+    this.#scram.then(zeroScramCredential, () => undefined);
   }
 }

@@ -42,17 +42,45 @@ export async function scramKeys(password: string, salt: Buffer, iterations: numb
 }
 
 /**
- * A verifier for `password` that PostgreSQL (10+) stores as-is and checks SCRAM
- * logins against. Salt: 16 random bytes unless given (tests); iterations: 4096.
+ * What the agent keeps of a password it sets: the verifier `ALTER ROLE` stores, and the
+ * two keys a SCRAM login needs with that verifier's salt and iteration count — so the
+ * verify login that follows (postgres-scram-login.ts) does not run the same PBKDF2 again.
+ * The keys are password-equivalent for a login: zero them ({@link zeroScramCredential})
+ * once the login is done.
  */
-export async function scramSha256Verifier(
-  password: string,
-  options: { salt?: Buffer; iterations?: number } = {},
-): Promise<string> {
+export interface ScramCredential {
+  verifier: string;
+  salt: Buffer;
+  iterations: number;
+  clientKey: Buffer;
+  serverKey: Buffer;
+}
+
+/**
+ * The verifier for `password` that PostgreSQL (10+) stores as-is and checks SCRAM
+ * logins against, with the login keys behind it. Salt: 16 random bytes unless given
+ * (tests); iterations: 4096. The SaltedPassword is zeroed before this returns.
+ */
+export async function scramCredential(password: string, options: { salt?: Buffer; iterations?: number } = {}): Promise<ScramCredential> {
   const salt = options.salt ?? randomBytes(SCRAM_SALT_BYTES);
   const iterations = options.iterations ?? SCRAM_ITERATIONS;
-  const { storedKey, serverKey } = await scramKeys(password, salt, iterations);
-  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
+  const { saltedPassword, clientKey, storedKey, serverKey } = await scramKeys(password, salt, iterations);
+  saltedPassword.fill(0);
+  const verifier = `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
+  return { verifier, salt, iterations, clientKey, serverKey };
+}
+
+/** Overwrites the credential's keys with zeros (its verifier, a string, is not secret enough to matter and cannot be). */
+export function zeroScramCredential(credential: ScramCredential): void {
+  credential.clientKey.fill(0);
+  credential.serverKey.fill(0);
+}
+
+/** {@link scramCredential}'s verifier alone (its keys zeroed). */
+export async function scramSha256Verifier(password: string, options: { salt?: Buffer; iterations?: number } = {}): Promise<string> {
+  const credential = await scramCredential(password, options);
+  zeroScramCredential(credential);
+  return credential.verifier;
 }
 
 /** The parts of a stored verifier, or undefined if `text` is not one. */

@@ -24,7 +24,8 @@ import type {
 import { ApplierBase, type PreflightReport } from './applier-base.js';
 import { classifyCommon, driverCodeOf, type ApplierOperation, type Classification } from './applier-errors.js';
 import { ConnectionCache } from './connection-cache.js';
-import { scramSha256Verifier } from './postgres-scram-verifier.js';
+import { ScramKeyedClient } from './postgres-scram-login.js';
+import { scramCredential, zeroScramCredential, type ScramCredential } from './postgres-scram-verifier.js';
 import { WarmSocket } from './postgres-warm-socket.js';
 import { tlsOptions, type Login } from './target.js';
 
@@ -50,6 +51,8 @@ export class PostgresApplier extends ApplierBase {
   readonly engine = 'postgres' as const;
   /** Opened by an admin-mode apply for the verify that follows it (taken once, closed if unused). */
   private warm: WarmSocket | null = null;
+  /** The password the last apply set and its SCRAM keys, for the verify that follows (taken once, zeroed after). */
+  private applied: { password: string; scram: ScramCredential } | null = null;
   private readonly admin = new ConnectionCache<pg.Client>(
     async () => {
       const client = await this.connect(this.requireAdmin('apply'));
@@ -127,7 +130,20 @@ export class PostgresApplier extends ApplierBase {
     }
     const done: ApplyResponse = { strategy: 'replace', oldPasswordRetained: false, unchanged: false, persisted: true };
     // started when the command was accepted (apply-command.ts), for this very password; or computed now
-    const verifier = await (req.derived?.scramSha256Verifier(req.newPassword) ?? scramSha256Verifier(req.newPassword));
+    const scram = await (req.derived?.scramCredential(req.newPassword) ?? scramCredential(req.newPassword));
+    this.forgetApplied();
+    try {
+      const unchanged = await this.alterRole(req, scram.verifier);
+      // kept only when this verifier is now stored: the verify that follows logs in with its keys
+      if (!unchanged) this.applied = { password: req.newPassword, scram };
+      return { ...done, unchanged };
+    } finally {
+      if (this.applied?.scram !== scram) zeroScramCredential(scram);
+    }
+  }
+
+  /** Stores `verifier` as the role's password; true when a self-rotation found the new password already in place. */
+  private async alterRole(req: ApplyRequest, verifier: string): Promise<boolean> {
     const alter = (client: pg.Client) =>
       client.query(`ALTER ROLE ${client.escapeIdentifier(req.user)} PASSWORD ${client.escapeLiteral(verifier)}`);
     if (!this.selfMode) {
@@ -141,7 +157,7 @@ export class PostgresApplier extends ApplierBase {
         this.warm = null;
         throw err;
       }
-      return done;
+      return false;
     }
     let client: pg.Client;
     try {
@@ -149,13 +165,13 @@ export class PostgresApplier extends ApplierBase {
     } catch (err) {
       // a repeated self-rotation: the current password is already the new one
       if (LOGIN_REFUSED.has(driverCodeOf(err) ?? '') && (await this.doVerify({ user: req.user, password: req.newPassword })).outcome === 'ok') {
-        return { ...done, unchanged: true };
+        return true;
       }
       throw err;
     }
     try {
       await alter(client);
-      return done;
+      return false;
     } finally {
       await client.end().catch(() => undefined);
     }
@@ -164,18 +180,22 @@ export class PostgresApplier extends ApplierBase {
   protected async doVerify(req: VerifyRequest): Promise<VerifyResponse> {
     const warm = this.warm?.take() ?? null;
     this.warm = null;
+    // the keys of the verifier just set, when this verify proves that password (postgres-scram-login.ts)
+    const keys = this.applied?.password === req.password ? this.applied.scram : null;
     let client: pg.Client;
     try {
       try {
-        client = await this.connect(this.selfLogin(req.user, req.password), warm);
+        client = await this.connect(this.selfLogin(req.user, req.password), warm, keys);
       } catch (err) {
         // a server's answer (a SQLSTATE) stands; a connection opened early that broke is replaced by a new one
         if (warm === null || /^[0-9A-Z]{5}$/.test(driverCodeOf(err) ?? '')) throw err;
-        client = await this.connect(this.selfLogin(req.user, req.password));
+        client = await this.connect(this.selfLogin(req.user, req.password), null, keys);
       }
     } catch (err) {
       if (LOGIN_REFUSED.has(driverCodeOf(err) ?? '')) return { outcome: 'refused' };
       throw err;
+    } finally {
+      this.forgetApplied();
     }
     try {
       await client.query('SELECT 1');
@@ -208,6 +228,7 @@ export class PostgresApplier extends ApplierBase {
   protected doClose(): Promise<void> {
     this.warm?.close();
     this.warm = null;
+    this.forgetApplied();
     return this.admin.close();
   }
 
@@ -228,9 +249,20 @@ export class PostgresApplier extends ApplierBase {
     };
   }
 
-  /** A fresh, connected client (on `stream`, a socket opened ahead, when given). Its errors surface through awaited calls. */
-  private async connect(login: Login, stream: (() => Socket) | null = null): Promise<pg.Client> {
-    const client = new pg.Client(this.clientConfig(login, stream));
+  /** Zeroes and drops the last apply's SCRAM keys. */
+  private forgetApplied(): void {
+    if (this.applied !== null) zeroScramCredential(this.applied.scram);
+    this.applied = null;
+  }
+
+  /**
+   * A fresh, connected client (on `stream`, a socket opened ahead, when given; answering
+   * the SCRAM exchange from `keys` when the server asks for their verifier). Its errors
+   * surface through awaited calls.
+   */
+  private async connect(login: Login, stream: (() => Socket) | null = null, keys: ScramCredential | null = null): Promise<pg.Client> {
+    const config = this.clientConfig(login, stream);
+    const client = keys === null ? new pg.Client(config) : new ScramKeyedClient(config, keys);
     client.on('error', () => {
       // an idle client's socket broke; the next awaited query reports it
     });

@@ -69,21 +69,35 @@ export function createApplyExecutor(deps: RotationExecutorDeps): CommandExecutor
       const { payload, secrets, derived } = ready;
       const { user, strategy } = payload;
       const log = logger.child({ rotationRunId: payload.runId, attempt: payload.attempt, engine: payload.target.engine, user, strategy });
-      return withApplier(deps, payload.target, log, async (applier) => {
-        // `derived` was started for secrets.newPassword; the restore below gets none and derives its own
-        const applied = await applier.apply({ user, newPassword: secrets.newPassword, strategy, currentPassword: secrets.currentPassword, derived });
-        if (deps.crashAfterApply === true) {
-          log.fatal('SIKKER_AGENT_TEST_CRASH_AT=after-apply: killing this process after the database changed');
-          process.kill(process.pid, 'SIGKILL');
-        }
-        const proof = await applier.verify({ user, password: secrets.newPassword });
-        if (proof.outcome === 'refused') throw await restoreAfterRefusal(applier, { user, newPassword: secrets.newPassword, restorePassword: secrets.restorePassword }, log);
-        log.info({ unchanged: applied.unchanged, oldPasswordRetained: applied.oldPasswordRetained, persisted: applied.persisted }, 'new password applied and verified with a fresh login');
-        const facts: ApplyFacts = { verified: true, unchanged: applied.unchanged, oldPasswordRetained: applied.oldPasswordRetained, persisted: applied.persisted };
-        return { ...facts };
-      });
+      try {
+        return await applyAndVerify(deps, payload.target, log, { user, strategy, secrets, derived });
+      } finally {
+        derived?.dispose();
+      }
     },
   };
+}
+
+/** The apply, its proof by a fresh login, and the restore when the proof is refused. */
+function applyAndVerify(
+  deps: RotationExecutorDeps,
+  target: ApplyPayload['target'],
+  log: Logger,
+  { user, strategy, secrets, derived }: { user: string; strategy: ApplyPayload['strategy']; secrets: ApplySecrets; derived: PasswordDerivation | undefined },
+): Promise<ResultFacts> {
+  return withApplier(deps, target, log, async (applier) => {
+    // `derived` was started for secrets.newPassword; the restore below gets none and derives its own
+    const applied = await applier.apply({ user, newPassword: secrets.newPassword, strategy, currentPassword: secrets.currentPassword, derived });
+    if (deps.crashAfterApply === true) {
+      log.fatal('SIKKER_AGENT_TEST_CRASH_AT=after-apply: killing this process after the database changed');
+      process.kill(process.pid, 'SIGKILL');
+    }
+    const proof = await applier.verify({ user, password: secrets.newPassword });
+    if (proof.outcome === 'refused') throw await restoreAfterRefusal(applier, { user, newPassword: secrets.newPassword, restorePassword: secrets.restorePassword }, log);
+    log.info({ unchanged: applied.unchanged, oldPasswordRetained: applied.oldPasswordRetained, persisted: applied.persisted }, 'new password applied and verified with a fresh login');
+    const facts: ApplyFacts = { verified: true, unchanged: applied.unchanged, oldPasswordRetained: applied.oldPasswordRetained, persisted: applied.persisted };
+    return { ...facts };
+  });
 }
 
 /**

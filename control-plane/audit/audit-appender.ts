@@ -1,6 +1,6 @@
 import type { PoolClient } from 'pg';
 import type { KeyObject } from 'node:crypto';
-import type { Queryable } from '../db/queryable.js';
+import { standalone, type Queryable, type StatementWrite } from '../db/queryable.js';
 import { chainHash, signCheckpoint } from './audit-chain.js';
 import { CHECKPOINT_INTERVAL, type AuditDraft, type AuditRecordRow } from './audit-types.js';
 
@@ -59,6 +59,31 @@ export class AuditChainWriter {
     const locked = await appendAuditRecords(client, drafts, this.signer, this.checkpointEvery);
     this.#head = locked.head;
     return locked.seqs;
+  }
+
+  /**
+   * {@link append} for a statement that carries other writes too (a rotation step's): the
+   * records linked onto the head this process last wrote, as a write that stores them only
+   * if that is still the head. Once the statement ran, `settle` with the rows it changed
+   * records the new head — or, when the head had moved, appends the records the locked way
+   * in the same transaction. Null when the head is unknown or a checkpoint is due: call
+   * {@link append}. Until `settle`, this writer assumes no head (a concurrent append locks).
+   */
+  appendWrite(drafts: AuditDraft[]): { write: StatementWrite; settle: (client: PoolClient, changed: number) => Promise<void> } | null {
+    const known = this.#head;
+    if (drafts.length === 0 || known === null || this.checkpointDue(known, drafts.length)) return null;
+    this.#head = null;
+    const linked = linkIfHeadUnchanged(known, drafts);
+    return {
+      write: linked.write,
+      settle: async (client, changed) => {
+        if (changed === drafts.length) {
+          this.#head = linked.head;
+          return;
+        }
+        await this.append(client, drafts); // the head had moved: #head is null, so this locks and re-reads it
+      },
+    };
   }
 
   /** The head this process last wrote, if it still believes it current (for the group-commit path). */
@@ -148,17 +173,24 @@ export async function appendAuditRecords(client: PoolClient, drafts: AuditDraft[
  * re-reads it and tries again). Never used when a checkpoint is due.
  */
 export async function appendIfHeadUnchanged(db: Queryable, head: ChainHead, drafts: AuditDraft[]): Promise<{ seqs: number[]; head: ChainHead } | null> {
+  const linked = linkIfHeadUnchanged(head, drafts);
+  const result = await db.query(standalone(linked.write));
+  if (result.rowCount !== drafts.length) return null;
+  return { seqs: linked.seqs, head: linked.head };
+}
+
+/** {@link appendIfHeadUnchanged}'s statement as a write (one row per record stored), with the head it leaves. */
+function linkIfHeadUnchanged(head: ChainHead, drafts: AuditDraft[]): { write: StatementWrite; seqs: number[]; head: ChainHead } {
   const rows = chainRows(head, drafts);
   const last = rows[rows.length - 1]!;
-  const result = await db.query({
-    name: 'audit-append-optimistic',
-    text: `WITH moved AS (
-             UPDATE audit_chain_head SET seq = $13, record_hash = $14
-              WHERE singleton AND seq = $15 AND record_hash = $16
-             RETURNING 1)
-           INSERT INTO audit_records (${INSERT_COLUMNS}) SELECT u.* FROM ${UNNEST} AS u, moved`,
-    values: [...insertParams(rows), last.seq, last.recordHash, head.seq, head.recordHash],
-  });
-  if (result.rowCount !== rows.length) return null;
-  return { seqs: rows.map((r) => r.seq), head: { ...head, seq: last.seq, recordHash: last.recordHash } };
+  return {
+    write: {
+      name: 'audit-append-optimistic',
+      before: [['audit_head_moved', 'UPDATE audit_chain_head SET seq = $13, record_hash = $14 WHERE singleton AND seq = $15 AND record_hash = $16 RETURNING 1']],
+      sql: `INSERT INTO audit_records (${INSERT_COLUMNS}) SELECT u.* FROM ${UNNEST} AS u, audit_head_moved RETURNING 1`,
+      values: [...insertParams(rows), last.seq, last.recordHash, head.seq, head.recordHash],
+    },
+    seqs: rows.map((r) => r.seq),
+    head: { ...head, seq: last.seq, recordHash: last.recordHash },
+  };
 }

@@ -66,26 +66,82 @@ export async function insertCommandWithGeneration(client: PoolClient, boxPublicK
   return row === undefined ? null : Number(row.generation);
 }
 
+/** A command to store, sealed already. */
+export interface NewCommand {
+  commandId: string;
+  agentId: string;
+  kind: string;
+  payload: Record<string, unknown>;
+  sealed: Buffer | null;
+  issuedBy: string | null;
+  expiresAt: Date;
+}
+
 /**
  * {@link insertCommandWithGeneration} and {@link claimOpenCommands} in one statement, for an
- * agent whose socket this replica holds: the new command is stored as delivered, and every
- * other open command not in `except` is counted as delivered too (rows another transaction
- * holds are skipped). Returns the claimed rows, the new one included, oldest generation
- * first — or null when nothing was stored (the key changed, or no such agent), and then
- * nothing was claimed either.
+ * agent whose socket this replica holds, as a write that returns the rows it claimed: the new
+ * command is stored as delivered, and every other open command not in `except` is counted as
+ * delivered too (rows another transaction holds are skipped). When the agent's box key is no
+ * longer `boxPublicKey` (or there is no such agent) nothing is stored and nothing claimed:
+ * {@link claimedWith} tells. Sent with others, the rows come as JSON ({@link commandRowFromJson}).
  */
-export async function insertCommandAndClaim(client: PoolClient, boxPublicKey: string, c: { commandId: string; agentId: string; kind: string; payload: Record<string, unknown>; sealed: Buffer | null; issuedBy: string | null; expiresAt: Date }, except: string[]): Promise<CommandRow[] | null> {
-  const rows = (await client.query<CommandRow>({
+export function insertCommandAndClaimWrite(boxPublicKey: string, c: NewCommand, except: string[]): StatementWrite {
+  return {
     name: 'command-insert-and-claim',
-    text: `WITH g AS (${takeGeneration('$2', '$8')}),
-                new AS (INSERT INTO agent_commands (command_id, agent_id, generation, kind, payload, sealed, state, issued_by, expires_at, deliveries, delivered_at)
-                        SELECT $1, $2, g.generation, $3, $4, $5, 'delivered', $6, $7, 1, clock_timestamp() FROM g
-                        RETURNING *),
-                others AS (${claimOpen('$2', '$9', '$10', 'EXISTS (SELECT 1 FROM g)')})
-           SELECT * FROM new UNION ALL SELECT * FROM others ORDER BY generation`,
+    before: [
+      ['generation_taken', takeGeneration('$2', '$8')],
+      ['command_stored', `INSERT INTO agent_commands (command_id, agent_id, generation, kind, payload, sealed, state, issued_by, expires_at, deliveries, delivered_at)
+                          SELECT $1, $2, generation_taken.generation, $3, $4, $5, 'delivered', $6, $7, 1, clock_timestamp() FROM generation_taken
+                          RETURNING *`],
+      ['commands_claimed', claimOpen('$2', '$9', '$10', 'EXISTS (SELECT 1 FROM generation_taken)')],
+    ],
+    sql: 'SELECT * FROM command_stored UNION ALL SELECT * FROM commands_claimed',
     values: [c.commandId, c.agentId, c.kind, JSON.stringify(c.payload), c.sealed, c.issuedBy, c.expiresAt, boxPublicKey, OPEN_STATES, except],
-  })).rows;
-  return rows.some((r) => r.command_id === c.commandId) ? rows : null;
+    rows: true,
+  };
+}
+
+/** The claimed rows, oldest generation first, when they include `commandId` (it was stored); else null. */
+export function claimedWith(commandId: string, rows: CommandRow[]): CommandRow[] | null {
+  if (!rows.some((r) => r.command_id === commandId)) return null;
+  return [...rows].sort((a, b) => Number(a.generation) - Number(b.generation));
+}
+
+/**
+ * A command row as `json_agg` gives it (a statement that returns rows from among others):
+ * bytea as `\x…` hex, timestamps as text. Checked field by field; throws on anything else.
+ */
+export function commandRowFromJson(json: Record<string, unknown>): CommandRow {
+  const text = (key: string): string => {
+    const v = json[key];
+    if (typeof v !== 'string') throw new Error(`command row: ${key} is not text`);
+    return v;
+  };
+  const nullable = <T>(key: string, read: (key: string) => T): T | null => (json[key] === null ? null : read(key));
+  const date = (key: string): Date => {
+    const d = new Date(text(key));
+    if (Number.isNaN(d.getTime())) throw new Error(`command row: ${key} is not a timestamp`);
+    return d;
+  };
+  const object = <T>(key: string): T => {
+    const v = json[key];
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`command row: ${key} is not an object`);
+    return v as T;
+  };
+  const bytes = (key: string): Buffer => {
+    const match = /^\\x([0-9a-f]*)$/.exec(text(key));
+    if (match === null) throw new Error(`command row: ${key} is not bytea`);
+    return Buffer.from(match[1]!, 'hex');
+  };
+  const generation = json['generation'];
+  const deliveries = json['deliveries'];
+  if (!Number.isSafeInteger(generation) || !Number.isSafeInteger(deliveries)) throw new Error('command row: generation or deliveries is not an integer');
+  return {
+    command_id: text('command_id'), agent_id: text('agent_id'), generation: String(generation), kind: text('kind'),
+    payload: object('payload'), sealed: nullable('sealed', bytes), state: text('state'), issued_by: nullable('issued_by', text),
+    issued_at: date('issued_at'), expires_at: date('expires_at'), delivered_at: nullable('delivered_at', date), deliveries: deliveries as number,
+    completed_at: nullable('completed_at', date), result: nullable('result', object<Record<string, unknown>>), error: nullable('error', object<{ code: string; message: string }>),
+  };
 }
 
 /** Commands still to deliver or finish, oldest generation first, unexpired. */

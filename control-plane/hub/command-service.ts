@@ -12,7 +12,8 @@ import type { AuthIdentity } from '../identity/identity-types.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import type { SecretService } from '../vault/secret-service.js';
 import { findAgent } from './agent-dal.js';
-import { insertCommand, insertCommandAndClaim, insertCommandWithGeneration, nextGeneration, type CommandRow } from './command-dal.js';
+import { claimedWith, commandRowFromJson, insertCommand, insertCommandAndClaimWrite, insertCommandWithGeneration, nextGeneration, type CommandRow, type NewCommand } from './command-dal.js';
+import type { StatementWrite, WriteOutcome } from '../db/queryable.js';
 
 export type IssueRequest =
   | { kind: 'agent.probe' }
@@ -30,6 +31,19 @@ export interface IssuedCommand {
 }
 
 const DEFAULT_TTL_MS = 15 * 60 * 1000;
+
+/** A command to store for an agent; `plaintext` (the secret to seal, if any) stays the caller's to zero. */
+export interface CommandToIssue {
+  agentId: string;
+  kind: CommandKind;
+  payload: Record<string, unknown>;
+  plaintext: Buffer | null;
+  issuedBy: string | null;
+  ttlMs: number;
+  commandId?: string;
+}
+
+const pick = (c: NewCommand): { commandId: string; expiresAt: Date } => ({ commandId: c.commandId, expiresAt: c.expiresAt });
 
 /**
  * Creates commands for agents. A command is stored (PostgreSQL is the record) before
@@ -103,23 +117,13 @@ export class CommandService {
    * caller owns and zeroes `plaintext`. Throws ERR_NOT_FOUND for an unknown agent and
    * ERR_VALIDATION when the sealed value could never fit one agent frame.
    */
-  async insertWithin(client: PoolClient, c: { agentId: string; kind: CommandKind; payload: Record<string, unknown>; plaintext: Buffer | null; issuedBy: string | null; ttlMs: number; commandId?: string; claimExcept?: string[] | undefined }): Promise<IssuedCommand> {
-    if (c.plaintext !== null) assertDeliverable(c.plaintext.length);
-    const commandId = c.commandId ?? randomUUID();
-    const expiresAt = new Date(Date.now() + c.ttlMs);
-    const seal = (boxKey: KeyObject) => (c.plaintext === null ? null : sealTo(boxKey, c.plaintext, { commandId, agentId: c.agentId }));
-    const command = { commandId, agentId: c.agentId, kind: c.kind, payload: c.payload, issuedBy: c.issuedBy, expiresAt };
+  async insertWithin(client: PoolClient, c: CommandToIssue): Promise<IssuedCommand> {
+    const { command, seal } = this.sealable(c);
     // Usually one round trip: sealed to the agent's key as last seen, stored only if that is still its key.
     const known = this.boxKeys.get(c.agentId);
-    if (known !== undefined && c.claimExcept !== undefined) {
-      // …and, for an agent whose socket the caller's replica holds, counted as delivered with the rest of its open commands (HubServer.claimWithin)
-      const claimed = await insertCommandAndClaim(client, known.raw, { ...command, sealed: seal(known.key) }, c.claimExcept);
-      const own = claimed?.find((r) => r.command_id === commandId);
-      if (claimed !== null && own !== undefined) return { commandId, generation: Number(own.generation), expiresAt, claimed };
-      this.boxKeys.delete(c.agentId);
-    } else if (known !== undefined) {
+    if (known !== undefined) {
       const generation = await insertCommandWithGeneration(client, known.raw, { ...command, sealed: seal(known.key) });
-      if (generation !== null) return { commandId, generation, expiresAt };
+      if (generation !== null) return { ...pick(command), generation };
       this.boxKeys.delete(c.agentId); // re-keyed (or gone): take the key with the generation
     }
     const next = await nextGeneration(client, c.agentId);
@@ -128,7 +132,48 @@ export class CommandService {
     await insertCommand(client, { ...command, generation: next.generation, sealed: seal(key) });
     this.boxKeys.set(c.agentId, { raw: next.boxPublicKey, key });
     if (this.boxKeys.size > 100_000) this.boxKeys.delete(this.boxKeys.keys().next().value as string);
-    return { commandId, generation: next.generation, expiresAt };
+    return { ...pick(command), generation: next.generation };
+  }
+
+  /**
+   * {@link insertWithin} as a write, for a caller that sends its writes in one statement, to
+   * an agent whose socket its replica holds: the command is stored and, with the agent's
+   * other open commands not in `claimExcept`, counted as delivered (insertCommandAndClaimWrite).
+   * `settle` with the write's outcome gives the issued command and the claimed rows to send
+   * after the commit. Null when the agent's box key is not known here: call insertWithin.
+   * When the agent's key changed since (a re-enrolled agent), nothing was stored and `settle`
+   * throws a retryable ERR_CONFLICT: the caller's transaction must fail (the run it names the
+   * command in would point at nothing); the next try takes the new key.
+   */
+  insertAndClaimWrite(c: CommandToIssue & { claimExcept: string[] }): { commandId: string; expiresAt: Date; write: StatementWrite; settle: (outcome: WriteOutcome) => IssuedCommand } | null {
+    const known = this.boxKeys.get(c.agentId);
+    if (known === undefined) return null;
+    const { command, seal } = this.sealable(c);
+    return {
+      commandId: command.commandId,
+      expiresAt: command.expiresAt,
+      write: insertCommandAndClaimWrite(known.raw, { ...command, sealed: seal(known.key) }, c.claimExcept),
+      settle: (outcome) => {
+        const claimed = claimedWith(command.commandId, (outcome.rows ?? []).map(commandRowFromJson));
+        const own = claimed?.find((r) => r.command_id === command.commandId);
+        if (claimed === null || own === undefined) {
+          if (this.boxKeys.get(c.agentId) === known) this.boxKeys.delete(c.agentId);
+          throw new SikkerError('ERR_CONFLICT', 'the agent\'s box key changed while the command was sealed to it; try again', { retryable: true });
+        }
+        return { ...pick(command), generation: Number(own.generation), claimed };
+      },
+    };
+  }
+
+  /** The command's row fields and a sealer for its secret (checked to fit one agent frame). */
+  private sealable(c: CommandToIssue): { command: NewCommand; seal: (boxKey: KeyObject) => Buffer | null } {
+    if (c.plaintext !== null) assertDeliverable(c.plaintext.length);
+    const commandId = c.commandId ?? randomUUID();
+    const expiresAt = new Date(Date.now() + c.ttlMs);
+    return {
+      command: { commandId, agentId: c.agentId, kind: c.kind, payload: c.payload, sealed: null, issuedBy: c.issuedBy, expiresAt },
+      seal: (boxKey) => (c.plaintext === null ? null : sealTo(boxKey, c.plaintext, { commandId, agentId: c.agentId })),
+    };
   }
 
   /** Tells the replica holding the agent's socket that it has a command (after the commit). */

@@ -3,6 +3,7 @@ import type { Pool, PoolClient } from 'pg';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import type { AuditChainWriter } from '../audit/audit-appender.js';
+import type { AuditDraft } from '../audit/audit-types.js';
 import { requireProjectAction } from '../auth/authorize.js';
 import { withTransaction } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
@@ -131,15 +132,13 @@ export class LeakService {
         [leakId, projectId, secretId, target?.target_id ?? null, version, foundBy, options.killSessions, run.runId,
           run.neutralised ? 'neutralised' : run.runId === null ? 'exposed' : 'open', run.reason, caller.identityId],
       );
-      // A new run is started last: its apply command takes the agent's row lock (generation
-      // order), held until the commit, so as little as possible comes after it.
+      // One append, the last statement: the chain's head is locked from there to the commit. A
+      // new run is started last, its records appended with this one: its apply command takes the
+      // agent's row lock (generation order), held until the commit, so as little as possible comes after it.
+      const leaked: AuditDraft = { identityId: caller.identityId, sourceIp, action: 'secret.leaked', projectId, secretId, secretVersion: version, outcome: 'success', detail: { leakId, foundBy, runId: run.runId, killSessions: options.killSessions } };
       const started = run.created === undefined ? undefined
-        : await this.engine.startWithin(client, run.created.run, { step: 'created', detail: { trigger: 'leak', leakedVersion: version } }, { policy: run.created.policy });
-      // One append, the last statement: the chain's head is locked from here to the commit.
-      await this.chain.append(client, [
-        { identityId: caller.identityId, sourceIp, action: 'secret.leaked', projectId, secretId, secretVersion: version, outcome: 'success', detail: { leakId, foundBy, runId: run.runId, killSessions: options.killSessions } },
-        ...(started?.audits ?? []),
-      ]);
+        : await this.engine.startWithin(client, run.created.run, { step: 'created', detail: { trigger: 'leak', leakedVersion: version }, audits: [leaked] }, { policy: run.created.policy });
+      if (started === undefined) await this.chain.append(client, [leaked]);
       return { runId: run.runId, joined: run.joined, started, target: target?.name ?? null };
     });
     if (started.started !== undefined) this.engine.afterCommit(started.started, started.started.run.run_id); // a new run: tell its agent

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Queryable, StatementWrite } from '../db/queryable.js';
+import type { Queryable, StatementWrite, WriteOutcome } from '../db/queryable.js';
 import { sqlLiteral, type FirstStatement } from '../db/transaction.js';
 import type { PolicySpec } from '../../shared/protocol/rotation-api.js';
 import type { TargetSpec } from '../../shared/protocol/rotation-commands.js';
@@ -258,10 +258,12 @@ export async function addSteps(db: Queryable, runId: string, steps: RunStep[]): 
 
 /**
  * A run's changes, its new steps and the step's other writes — those nothing in the step
- * reads back — in one statement (one round trip at the end of every step). Returns how many
- * rows each of `writes` changed, in order.
+ * reads back — in one statement (one round trip at the end of every step). Returns what
+ * each of `writes` did, in order. The writes run in the order given (each is read, for
+ * its count, in that order by the final SELECT), so row locks are taken in that order;
+ * the run's row and steps are written last.
  */
-export async function updateRunWithSteps(db: Queryable, runId: string, change: RunChange, steps: RunStep[], writes: StatementWrite[] = []): Promise<number[]> {
+export async function updateRunWithSteps(db: Queryable, runId: string, change: RunChange, steps: RunStep[], writes: StatementWrite[] = []): Promise<WriteOutcome[]> {
   const keys = Object.keys(change) as Array<keyof RunChange>;
   if (writes.length === 0 && keys.length === 0) {
     await addSteps(db, runId, steps);
@@ -276,18 +278,29 @@ export async function updateRunWithSteps(db: Queryable, runId: string, change: R
   const ctes: string[] = [];
   if (keys.length > 0) ctes.push(`run AS (UPDATE rotation_runs SET ${[...keys.map((k, i) => `${k} = $${i + 5}`), 'updated_at = now()'].join(', ')} WHERE run_id = $1)`);
   ctes.push(`steps AS (${INSERT_STEPS})`); // no steps: inserts nothing
+  const columns: string[] = [];
   for (const [i, w] of writes.entries()) {
     const offset = values.length;
-    ctes.push(`w${i} AS (${w.sql.replace(/\$(\d+)/g, (_m, n: string) => `$${Number(n) + offset}`)})`);
+    const local = (w.before ?? []).map(([name]) => name);
+    if (local.some((name) => !/^[a-z][a-z_]*$/.test(name))) throw new Error(`write ${w.name}: CTE names are lower-case letters and _`);
+    // parameters numbered on from the statement's; the write's own CTE names prefixed with its number
+    const rewrite = (sql: string) => local.reduce((text, name) => text.replace(new RegExp(`\\b${name}\\b`, 'g'), `w${i}_${name}`), sql.replace(/\$(\d+)/g, (_m, n: string) => `$${Number(n) + offset}`));
+    for (const [name, sql] of w.before ?? []) ctes.push(`w${i}_${name} AS (${rewrite(sql)})`);
+    ctes.push(`w${i} AS (${rewrite(w.sql)})`);
     values.push(...w.values);
+    columns.push(`(SELECT count(*) FROM w${i})::int AS w${i}`);
+    if (w.rows === true) columns.push(`(SELECT coalesce(json_agg(w${i}), '[]'::json) FROM w${i}) AS w${i}_rows`);
   }
-  const counts = writes.map((_w, i) => `(SELECT count(*) FROM w${i})::int AS w${i}`);
-  const row = (await db.query<Record<string, number>>({
-    name: shapeName('run-flush', [...keys, ...writes.map((w) => `write:${w.name}`)]),
-    text: `WITH ${ctes.join(', ')} SELECT ${counts.length > 0 ? counts.join(', ') : '1'}`,
+  const row = (await db.query<Record<string, unknown>>({
+    name: shapeName('run-flush', [...keys, ...writes.map((w) => `write:${w.name}${w.rows === true ? ':rows' : ''}`)]),
+    text: `WITH ${ctes.join(', ')} SELECT ${columns.length > 0 ? columns.join(', ') : '1'}`,
     values,
   })).rows[0];
-  return writes.map((_w, i) => row?.[`w${i}`] ?? 0);
+  return writes.map((w, i) => {
+    const outcome: WriteOutcome = { changed: Number(row?.[`w${i}`] ?? 0) };
+    if (w.rows === true) outcome.rows = (row?.[`w${i}_rows`] ?? []) as Array<Record<string, unknown>>;
+    return outcome;
+  });
 }
 
 /**

@@ -8,7 +8,7 @@ import type { AuditChainWriter } from '../audit/audit-appender.js';
 import type { AuditDraft } from '../audit/audit-types.js';
 import { withTransactionFrom } from '../db/transaction.js';
 import { completeCommandWrite, findCommand, type CommandRow } from '../hub/command-dal.js';
-import type { StatementWrite } from '../db/queryable.js';
+import type { StatementWrite, WriteOutcome } from '../db/queryable.js';
 import type { ClaimedDelivery, ClaimTicket } from '../hub/hub-server.js';
 import type { CommandService } from '../hub/command-service.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
@@ -36,13 +36,14 @@ export interface RotationEngineOptions {
   crashAt: 'before-announce' | 'before-commit' | null;
 }
 
-/** A run started by {@link RotationEngine.startWithin}: the step's outcome, the run as left, and audit records still to append. */
-export type StartedRun = StepOutcome & { run: RunRow; target: TargetRow; audits: AuditDraft[]; steps: RunStep[] };
+/** A run started by {@link RotationEngine.startWithin}: the step's outcome, the run as left, and the steps written. */
+export type StartedRun = StepOutcome & { run: RunRow; target: TargetRow; steps: RunStep[] };
 
-/** The step the creator of a run records first (`created`). */
+/** The step the creator of a run records first (`created`), and its audit records (appended before the step's own). */
 export interface FirstRecords {
   step: string;
   detail: Record<string, unknown>;
+  audits?: AuditDraft[];
 }
 
 export interface StepOutcome {
@@ -175,9 +176,10 @@ export class RotationEngine {
     if (target === null) throw new SikkerError('ERR_INTERNAL', 'a run refers to a missing target');
     const ctx = new StepContext(client, inserted, target, this.chain, known.policy);
     ctx.begin(first.step, first.detail);
-    const outcome = await this.claimDeliveries(ctx, await this.stepOn(ctx) ?? { again: false, announce: [], alert: null });
-    const audits = await ctx.flush({ appendAudits: false });
-    return { ...outcome, run: ctx.run, target, audits, steps: ctx.written };
+    const stepped = await this.stepOn(ctx) ?? { again: false, announce: [], alert: null };
+    await ctx.flush(first.audits ?? []);
+    const outcome = await this.claimDeliveries(ctx, stepped);
+    return { ...outcome, run: ctx.run, target, steps: ctx.written };
   }
 
   /** What follows a step's commit: the agents with a new command get it (claimed ones from here at once, the others through an announcement). */
@@ -242,8 +244,9 @@ export class RotationEngine {
     if (target === null) throw new SikkerError('ERR_INTERNAL', 'a run refers to a missing target');
     const ctx = new StepContext(client, run, target, this.chain);
     const stepped = await this.stepOn(ctx);
-    const outcome = stepped === null ? null : await this.claimDeliveries(ctx, stepped);
     await ctx.flush();
+    // after the flush: a command stored by one of its writes is claimed there (ctx.claimed)
+    const outcome = stepped === null ? null : await this.claimDeliveries(ctx, stepped);
     return outcome === null ? null : { ...outcome, onCommit: ctx.onCommit };
   }
 
@@ -286,12 +289,17 @@ export class RotationEngine {
       const locked = await this.versions.lockSecret(client, target.project_id, target.secret_id, ctx.run.previous_version);
       previous = locked.version;
       if (ctx.run.previous_version !== null && previous === null) throw new SikkerError('ERR_NOT_FOUND', `no version ${ctx.run.previous_version} of this secret`);
-      let version: number;
+      let pending: { version: number; write: StatementWrite };
       try {
-        version = await this.versions.addVersion(client, { projectId: target.project_id, secretId: target.secret_id, dataKey: locked.dataKey, plaintext: password, label: 'pending', dbUser: run.db_user, createdBy: null, knownMax: locked.maxVersion });
+        pending = await this.versions.pendingVersionWrite(client, { projectId: target.project_id, secretId: target.secret_id, dataKey: locked.dataKey, plaintext: password, dbUser: run.db_user, createdBy: null, knownMax: locked.maxVersion });
       } finally {
         zero(locked.dataKey);
       }
+      const { version } = pending;
+      // sent with the step's other writes; numbered from the highest version read under the secret's lock, so it stores one row
+      ctx.write(pending.write, ({ changed }) => {
+        if (changed !== 1) throw new SikkerError('ERR_CONFLICT', `version ${version} of the secret could not be stored as pending (a higher version exists)`, { retryable: true });
+      });
       ctx.change({ state: 'pending', pending_version: version, next_action_at: new Date() }, 'pending stored', { version, user: run.db_user, attempt: run.attempt });
       ctx.audit('rotation.pending', 'success', version, { attempt: run.attempt });
       // Dispatch in the same transaction: the command becomes visible (and can be sent) only
@@ -308,12 +316,16 @@ export class RotationEngine {
     // stored and, when this replica holds the agent's socket, claimed for sending in the same statement
     const ticket = this.delivery.claimTicket(ctx.target.agent_id);
     const issued = await this.runCommands.apply(ctx.client, ctx.run, ctx.target, held, ticket?.except);
-    if (ticket !== null && issued.claimed !== undefined) ctx.claimed.push({ conn: ticket.conn, rows: issued.claimed });
+    const claiming = 'write' in issued && ticket !== null;
+    if ('write' in issued && ticket !== null) {
+      // stored with the step's other writes; what it claimed is sent after the commit
+      ctx.write(issued.write, (outcome) => ctx.claimed.push({ conn: ticket.conn, rows: issued.settle(outcome).claimed ?? [] }));
+    }
     ctx.change({ state: 'dispatched', command_id: issued.commandId, failures: 0, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) },
       'dispatched to agent', { commandId: issued.commandId, agentId: ctx.target.agent_id, user: ctx.run.db_user, strategy: ctx.run.strategy });
     ctx.audit('rotation.dispatch', 'issued', ctx.run.pending_version, { commandId: issued.commandId });
     // a claimed command is sent after the commit (ctx.claimed); otherwise the agent is announced or claimed for at flush
-    return { again: false, announce: issued.claimed === undefined ? [ctx.target.agent_id] : [], alert: null, waitsFor: ctx.run.command_id };
+    return { again: false, announce: claiming ? [] : [ctx.target.agent_id], alert: null, waitsFor: ctx.run.command_id };
   }
 
   private async afterApply(ctx: StepContext): Promise<StepOutcome | null> {
@@ -520,7 +532,7 @@ export class RotationEngine {
         // Stored with the step's other writes; audited only if this made the change (else a
         // duplicate report, already stored and audited with the same result: the agent reports
         // one final result per command).
-        ctx.write(completeCommandWrite(reported.agentId, commandId, result.outcome, result.result, result.error, { evenIfExpired: true }), (changed) => {
+        ctx.write(completeCommandWrite(reported.agentId, commandId, result.outcome, result.result, result.error, { evenIfExpired: true }), ({ changed }) => {
           if (changed > 0) ctx.auditAs({ identityId: reported.agentId, sourceIp: origin.sourceIp, action: 'agent.command.result', projectId: origin.projectId, outcome: result.outcome, detail: { commandId, code: result.error?.code ?? null } });
         });
         ctx.onCommit.push(() => reported.settle(true));
@@ -584,8 +596,8 @@ class StepContext {
   readonly onCommit: Array<() => void> = [];
   /** Commands the step's own statements counted as delivered (sent after the commit). */
   readonly claimed: ClaimedDelivery[] = [];
-  /** Writes nothing in the step reads back, sent with the run's changes by flush; `then` gets the rows changed. */
-  private readonly writes: Array<{ write: StatementWrite; then?: ((changed: number) => void) | undefined }> = [];
+  /** Writes nothing in the step reads back, sent with the run's changes by flush; `then` gets what each did. */
+  private readonly writes: Array<{ write: StatementWrite; then?: ((outcome: WriteOutcome) => void) | undefined }> = [];
   /** Changes to the run row, written once by flush (nothing in a step reads the row back). */
   private runChanges: RunChange = {};
 
@@ -619,8 +631,11 @@ class StepContext {
     });
   }
 
-  /** A write sent with the run's changes at flush (before the audit records are taken, so `then` may add one). */
-  write(write: StatementWrite, then?: (changed: number) => void): void {
+  /**
+   * A write sent with the run's changes at flush, in the order given. `then` runs once the
+   * statement did (it may throw, failing the step, or add an audit record: appended after).
+   */
+  write(write: StatementWrite, then?: (outcome: WriteOutcome) => void): void {
     this.writes.push({ write, then });
   }
 
@@ -629,18 +644,24 @@ class StepContext {
     this.audits.push(draft);
   }
 
-  /** Writes what the step collected; with `appendAudits: false` the audit records are returned for the caller to append. */
-  async flush(options: { appendAudits: boolean } = { appendAudits: true }): Promise<AuditDraft[]> {
+  /**
+   * Writes what the step collected in one statement: the writes, the audit records (`lead`
+   * first: the run's creator's) linked onto the chain's head as last known here, then the run's
+   * changes and steps (AuditChainWriter.appendWrite, rotation-dal.ts updateRunWithSteps). When
+   * the head had moved, or records came from a write's `then`, they are appended after it.
+   */
+  async flush(lead: AuditDraft[] = []): Promise<void> {
     const writes = this.writes.splice(0);
     const steps = this.steps.splice(0);
-    const changed = await updateRunWithSteps(this.client, this.run.run_id, this.runChanges, steps, writes.map((w) => w.write));
+    const audits = [...lead, ...this.audits.splice(0)];
+    const linked = this.chain.appendWrite(audits);
+    const outcomes = await updateRunWithSteps(this.client, this.run.run_id, this.runChanges, steps, [...writes.map((w) => w.write), ...(linked === null ? [] : [linked.write])]);
     this.written.push(...steps);
-    for (const [i, w] of writes.entries()) w.then?.(changed[i] ?? 0);
     this.runChanges = {};
-    const audits = this.audits.splice(0);
-    if (!options.appendAudits) return audits;
-    await this.chain.append(this.client, audits);
-    return [];
+    for (const [i, w] of writes.entries()) w.then?.(outcomes[i] ?? { changed: 0 });
+    if (linked !== null) await linked.settle(this.client, outcomes[writes.length]?.changed ?? 0);
+    else await this.chain.append(this.client, audits);
+    await this.chain.append(this.client, this.audits.splice(0));
   }
 
   alert(event: Alert['event'], code: string, reason: string): Alert {

@@ -2,7 +2,6 @@ import { randomUUID } from 'node:crypto';
 import type { Pool } from 'pg';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
-import type { AuditChainWriter } from '../audit/audit-appender.js';
 import { requireProjectAction } from '../auth/authorize.js';
 import { withTransactionFrom } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
@@ -25,7 +24,6 @@ export class RotationService {
     private readonly projects: ProjectService,
     private readonly targets: TargetService,
     private readonly engine: RotationEngine,
-    private readonly chain: AuditChainWriter,
     private readonly logger: Logger,
   ) {}
 
@@ -50,13 +48,11 @@ export class RotationService {
     const started = await withTransactionFrom(this.pool, this.logger, [insertRunStatement(newRun), findTargetByIdStatement(target.target_id)], async (client, [runs, targets]) => {
       const run = (runs?.[0] ?? null) as RunRow | null;
       if (run === null) return null;
-      // The run, its pending version and the apply command commit together; the agent is told after.
-      const begun = await this.engine.startWithin(client, run, { step: 'created', detail: { trigger: 'manual' } }, { policy, target: (targets?.[0] ?? null) as TargetRow | null });
-      await this.chain.append(client, [
-        { identityId: caller.identityId, sourceIp, action: 'rotation.start', projectId: target.project_id, secretId: target.secret_id, outcome: 'success', detail: { runId, target: targetName, trigger: 'manual' } },
-        ...begun.audits,
-      ]);
-      return begun;
+      // The run, its pending version, the apply command and the audit records commit together; the agent is told after.
+      return this.engine.startWithin(client, run, {
+        step: 'created', detail: { trigger: 'manual' },
+        audits: [{ identityId: caller.identityId, sourceIp, action: 'rotation.start', projectId: target.project_id, secretId: target.secret_id, outcome: 'success', detail: { runId, target: targetName, trigger: 'manual' } }],
+      }, { policy, target: (targets?.[0] ?? null) as TargetRow | null });
     });
     if (started === null) {
       const open = await openRunOf(this.pool, target.target_id);

@@ -2,6 +2,9 @@ import type { PoolClient } from 'pg';
 import { zero } from '../../shared/crypto/aead.js';
 import type { ApplySecrets, CheckSecrets, RevokeSecrets, TargetSpec } from '../../shared/protocol/rotation-commands.js';
 import type { CommandService, IssuedCommand } from '../hub/command-service.js';
+
+/** A command to be stored by a write sent with the step's others (CommandService.insertAndClaimWrite). */
+export type ClaimingCommand = NonNullable<ReturnType<CommandService['insertAndClaimWrite']>>;
 import type { VersionStore } from '../vault/version-store.js';
 import type { RunRow, TargetRow } from './rotation-dal.js';
 
@@ -24,7 +27,12 @@ export class RunCommands {
    * `held`: the pending value and the previous version (decrypted), when the caller has them
    * in hand (they stay the caller's to zero); else they are decrypted here.
    */
-  async apply(client: PoolClient, run: RunRow, target: TargetRow, held?: { pendingPassword: Buffer; previous: { plaintext: Buffer; dbUser: string | null } | null }, claimExcept?: string[]): Promise<IssuedCommand> {
+  /**
+   * `claimExcept` (the agent's socket is held here): the command comes back as a write to send
+   * with the step's others that stores it and claims the agent's open commands
+   * (CommandService.insertAndClaimWrite), when it can; otherwise it is stored now.
+   */
+  async apply(client: PoolClient, run: RunRow, target: TargetRow, held?: { pendingPassword: Buffer; previous: { plaintext: Buffer; dbUser: string | null } | null }, claimExcept?: string[]): Promise<IssuedCommand | ClaimingCommand> {
     const newPassword = held === undefined ? await this.password(client, target, run.pending_version) : Buffer.from(held.pendingPassword);
     const previous = held !== undefined ? (held.previous === null ? null : { ...held.previous, plaintext: Buffer.from(held.previous.plaintext) })
       : run.previous_version === null ? null : await this.versions.decrypt(client, target.project_id, target.secret_id, run.previous_version);
@@ -35,10 +43,21 @@ export class RunCommands {
         if (target.spec.privilege.mode === 'self') secrets.currentPassword = previous.plaintext.toString('utf8');
         else if (run.strategy === 'replace') secrets.restorePassword = previous.plaintext.toString('utf8');
       }
-      return await this.issue(client, target, 'rotation.apply', {
+      const payload = {
         runId: run.run_id, attempt: run.attempt, target: RunCommands.spec(target, run.db_user), user: run.db_user,
         strategy: run.strategy === 'dual' ? 'dual' : 'replace',
-      }, secrets, claimExcept);
+      };
+      if (claimExcept !== undefined) {
+        const plaintext = Buffer.from(JSON.stringify(secrets), 'utf8');
+        try {
+          // sealed here: the plaintext is not needed once this returns
+          const claiming = this.commands.insertAndClaimWrite({ agentId: target.agent_id, kind: 'rotation.apply', payload, plaintext, issuedBy: null, ttlMs: this.ttlMs, claimExcept });
+          if (claiming !== null) return claiming;
+        } finally {
+          zero(plaintext);
+        }
+      }
+      return await this.issue(client, target, 'rotation.apply', payload, secrets);
     } finally {
       zero(newPassword);
       zero(previous?.plaintext ?? null);
@@ -109,11 +128,10 @@ export class RunCommands {
     return (await this.versions.decrypt(client, target.project_id, target.secret_id, version)).plaintext;
   }
 
-  /** `claimExcept`: claim the agent's commands in the same statement (see CommandService.insertWithin). */
-  private async issue(client: PoolClient, target: TargetRow, kind: 'rotation.apply' | 'rotation.check' | 'rotation.revoke' | 'sessions.terminate', payload: Record<string, unknown>, secrets: object, claimExcept?: string[]): Promise<IssuedCommand> {
+  private async issue(client: PoolClient, target: TargetRow, kind: 'rotation.apply' | 'rotation.check' | 'rotation.revoke' | 'sessions.terminate', payload: Record<string, unknown>, secrets: object): Promise<IssuedCommand> {
     const plaintext = Buffer.from(JSON.stringify(secrets), 'utf8');
     try {
-      return await this.commands.insertWithin(client, { agentId: target.agent_id, kind, payload, plaintext, issuedBy: null, ttlMs: this.ttlMs, claimExcept });
+      return await this.commands.insertWithin(client, { agentId: target.agent_id, kind, payload, plaintext, issuedBy: null, ttlMs: this.ttlMs });
     } finally {
       zero(plaintext);
     }

@@ -3,7 +3,7 @@ import type { PoolClient } from 'pg';
 import { open, seal, zero } from '../../shared/crypto/aead.js';
 import { hmacSha256 } from '../../shared/crypto/derive.js';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
-import type { Queryable } from '../db/queryable.js';
+import type { Queryable, StatementWrite } from '../db/queryable.js';
 import type { Keyring } from './keyring.js';
 
 export type StoredLabel = 'current' | 'pending';
@@ -47,7 +47,7 @@ export class VersionStore {
    * Locks an existing secret by id and returns its data key (caller zeroes it) and, in the
    * same statement, version `read` decrypted (null when `read` is null or no such version;
    * the caller zeroes its plaintext too) and the highest version as of the statement's start
-   * (`maxVersion`, for addVersion's `knownMax`: it checks it is still the highest).
+   * (`maxVersion`, for pendingVersionWrite's `knownMax`: it checks it is still the highest).
    */
   async lockSecret(client: PoolClient, projectId: string, secretId: string, read: number | null = null): Promise<{ dataKey: Buffer; maxVersion: number | null; version: { plaintext: Buffer; dbUser: string | null; state: string } | null }> {
     const row = (await client.query<{ wrapped_data_key: Buffer; max_version: number | null; ciphertext: Buffer | null; db_user: string | null; state: string | null }>({
@@ -72,26 +72,34 @@ export class VersionStore {
   }
 
   /**
+   * The next version of a secret locked by {@link lockSecret}, stored as `pending` (any old
+   * pending label cleared) — as a write for the caller to send with its others: numbered
+   * from `knownMax`, the highest version lockSecret read under the same lock, and stored
+   * only if no version at or above that number exists (so it changes one row, or none if
+   * something is wrong: the caller then fails its transaction).
+   */
+  async pendingVersionWrite(client: PoolClient, v: { projectId: string; secretId: string; dataKey: Buffer; plaintext: Buffer; dbUser: string | null; createdBy: string | null; knownMax: number | null }): Promise<{ version: number; write: StatementWrite }> {
+    const version = (v.knownMax ?? 0) + 1;
+    const ciphertext = seal(v.dataKey, 1, v.plaintext, { purpose: 'secret-value', projectId: v.projectId, secretId: v.secretId, secretVersion: version });
+    const fingerprint = await this.fingerprint(client, v.projectId, v.plaintext);
+    return {
+      version,
+      write: {
+        name: 'version-insert-pending',
+        before: [['pending_label_cleared', "UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'pending' RETURNING 1"]],
+        sql: `INSERT INTO secret_versions (secret_id, version, ciphertext, label, created_by, db_user, fingerprint)
+              SELECT $1, $2, $3, 'pending', $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM secret_versions WHERE secret_id = $1 AND version >= $2)
+              RETURNING 1`,
+        values: [v.secretId, version, ciphertext, v.createdBy, v.dbUser, fingerprint],
+      },
+    };
+  }
+
+  /**
    * Adds the next version of a locked secret. `current`: the old current becomes
    * `previous` (the old previous loses its label). `pending`: replaces any pending label.
    */
-  async addVersion(client: PoolClient, v: { projectId: string; secretId: string; dataKey: Buffer; plaintext: Buffer; label: StoredLabel; dbUser: string | null; createdBy: string | null; knownMax?: number | null }): Promise<number> {
-    if (v.label === 'pending' && v.knownMax !== undefined) {
-      // One round trip: the highest version as read with the lock (lockSecret), the old pending
-      // label cleared and the new version stored in one statement — unless a higher version
-      // exists after all (then nothing is stored and the general path below runs).
-      const version = (v.knownMax ?? 0) + 1;
-      const ciphertext = seal(v.dataKey, 1, v.plaintext, { purpose: 'secret-value', projectId: v.projectId, secretId: v.secretId, secretVersion: version });
-      const fingerprint = await this.fingerprint(client, v.projectId, v.plaintext);
-      const stored = await client.query({
-        name: 'version-insert-pending',
-        text: `WITH cleared AS (UPDATE secret_versions SET label = NULL WHERE secret_id = $1 AND label = 'pending')
-               INSERT INTO secret_versions (secret_id, version, ciphertext, label, created_by, db_user, fingerprint)
-               SELECT $1, $2, $3, 'pending', $4, $5, $6 WHERE NOT EXISTS (SELECT 1 FROM secret_versions WHERE secret_id = $1 AND version >= $2)`,
-        values: [v.secretId, version, ciphertext, v.createdBy, v.dbUser, fingerprint],
-      });
-      if (stored.rowCount === 1) return version;
-    }
+  async addVersion(client: PoolClient, v: { projectId: string; secretId: string; dataKey: Buffer; plaintext: Buffer; label: StoredLabel; dbUser: string | null; createdBy: string | null }): Promise<number> {
     let max: number | null | undefined;
     if (v.label === 'current') {
       max = (await client.query<{ max: number | null }>({ name: 'version-max', text: 'SELECT max(version) AS max FROM secret_versions WHERE secret_id = $1', values: [v.secretId] })).rows[0]?.max;

@@ -1,11 +1,13 @@
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { PoolClient } from 'pg';
 import t from 'tap';
 import { WebSocket } from 'ws';
 import { exportBoxPublicKey, generateBoxKeyPair, openSealed } from '../../shared/crypto/sealed-box.js';
 import { signRequest } from '../../shared/signing/request-signature.js';
 import { AGENT_CONNECT_PATH } from '../../shared/protocol/agent-messages.js';
+import type { CommandRow } from '../../control-plane/hub/command-dal.js';
 import { startHarness, type Harness } from '../support/control-plane-harness.js';
 import { enrollAgent, eventually, once, startAgent } from '../support/agents.js';
 
@@ -220,7 +222,11 @@ t.test('hub – an agent\'s "accepted" is recorded after a short delay, and not 
 });
 
 t.test('hub – storing a command and claiming the agent\'s open ones in one statement: all in generation order, or nothing when the box key changed', async (t) => {
-  const { insertCommandAndClaim } = await import('../../control-plane/hub/command-dal.js');
+  const { claimedWith, commandRowFromJson, insertCommandAndClaimWrite } = await import('../../control-plane/hub/command-dal.js');
+  const { standalone } = await import('../../control-plane/db/queryable.js');
+  type NewCommand = Parameters<typeof insertCommandAndClaimWrite>[1];
+  const insertCommandAndClaim = async (db: PoolClient, boxKey: string, c: NewCommand, except: string[]) =>
+    claimedWith(c.commandId, (await db.query<CommandRow>(standalone(insertCommandAndClaimWrite(boxKey, c, except)))).rows);
   const { randomUUID } = await import('node:crypto');
   const h = await withProject(t, 'hub-claim');
   const identity = await enrollAgent(h.admin, 'p', 'offline-1');
@@ -246,4 +252,15 @@ t.test('hub – storing a command and claiming the agent\'s open ones in one sta
   const again = await insertCommandAndClaim(client, key, command(third), [older.commandId, fresh]);
   await client.query('ROLLBACK');
   t.same(again?.map((r) => r.command_id), [third], 'commands already sent are not claimed again');
+  // the rows as a combined statement returns them (json_agg) read back as the rows themselves
+  const typed = (await h.plane.pool.query<CommandRow>('SELECT * FROM agent_commands WHERE agent_id = $1 ORDER BY generation', [identity.identityId])).rows;
+  const sealed = (await h.admin.ok('POST', `/v1/agents/${identity.identityId}/commands`, { kind: 'agent.probe' })) as { commandId: string };
+  await h.plane.pool.query(`UPDATE agent_commands SET sealed = '\\x00ff10'::bytea, result = '{"a": 1}', error = '{"code": "ERR_X", "message": "m"}', completed_at = now() WHERE command_id = $1`, [sealed.commandId]);
+  const all = (await h.plane.pool.query<CommandRow>('SELECT * FROM agent_commands WHERE agent_id = $1 ORDER BY generation', [identity.identityId])).rows;
+  const json = (await h.plane.pool.query<{ rows: Array<Record<string, unknown>> }>('SELECT json_agg(c ORDER BY generation) AS rows FROM agent_commands c WHERE agent_id = $1', [identity.identityId])).rows[0]!.rows;
+  t.equal(all.length, typed.length + 1);
+  const truncated = (r: CommandRow) => ({ ...r, issued_at: r.issued_at.getTime(), expires_at: r.expires_at.getTime(), delivered_at: r.delivered_at?.getTime() ?? null, completed_at: r.completed_at?.getTime() ?? null });
+  t.same(json.map(commandRowFromJson).map(truncated), all.map(truncated), 'every field as the driver reads it (timestamps to the millisecond)');
+  t.same(commandRowFromJson(json[json.length - 1]!).sealed, Buffer.from([0, 0xff, 0x10]), 'bytea');
+  t.throws(() => commandRowFromJson({ ...json[0], generation: '1' }), /generation/, 'a field of another type is refused');
 });

@@ -64,8 +64,14 @@ t.test('replace: rotate now → pending, dispatched, verified, committed; the ol
   const counts = await updateRunWithSteps(fx.h.plane.pool, started.run.runId, { error_message: 'flush check' }, [{ step: 'flush check', detail: { n: 1 }, at: new Date() }], [
     { name: 'check-commands', sql: "UPDATE agent_commands SET deliveries = deliveries WHERE kind = $1 AND command_id = ANY($2::uuid[]) RETURNING 1", values: ['rotation.apply', [applies[0]?.command_id]] },
     { name: 'check-leaks', sql: 'UPDATE leaks SET reason = $1 WHERE run_id = $2 RETURNING 1', values: ['never', started.run.runId] },
+    // a write with CTEs of its own (named apart from any other write's) that returns its rows
+    {
+      name: 'check-rows', before: [['picked', 'SELECT command_id FROM agent_commands WHERE command_id = $1']],
+      sql: 'UPDATE agents a SET next_generation = a.next_generation FROM picked JOIN agent_commands c USING (command_id) WHERE a.agent_id = c.agent_id RETURNING c.command_id, c.kind', values: [applies[0]?.command_id], rows: true,
+    },
+    { name: 'check-rows-again', before: [['picked', 'SELECT command_id FROM agent_commands WHERE command_id = $1']], sql: 'SELECT * FROM picked', values: [applies[1]?.command_id ?? applies[0]?.command_id] },
   ]);
-  t.same(counts, [1, 0], 'each write counted on its own parameters');
+  t.same(counts, [{ changed: 1 }, { changed: 0 }, { changed: 1, rows: [{ command_id: applies[0]?.command_id, kind: 'rotation.apply' }] }, { changed: 1 }], 'each write counted on its own parameters, its rows returned when asked for');
   const after = await runSteps(fx.h.plane.pool, started.run.runId);
   t.equal(after.length, before + 1, 'the step was appended');
   t.equal(after[after.length - 1]?.step, 'flush check');

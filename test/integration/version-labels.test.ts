@@ -3,6 +3,7 @@
  * rotation's commit moving all three labels in one statement (VersionStore.promotePending).
  */
 import t from 'tap';
+import { standalone } from '../../control-plane/db/queryable.js';
 import type { Keyring } from '../../control-plane/vault/keyring.js';
 import { VersionStore } from '../../control-plane/vault/version-store.js';
 import { startHarness, type Harness } from '../support/control-plane-harness.js';
@@ -84,22 +85,24 @@ t.test('no two versions of a secret hold the same label', async (t) => {
   t.equal((await labels(h, secretId)).filter((v) => v.label === 'current').length, 1);
 });
 
-t.test('a pending version stored with the highest version read at the lock: one statement; a stale reading falls back and still stores the next version', async (t) => {
+t.test('a pending version written with the highest version read at the lock: stored in one statement; with a stale reading nothing is stored', async (t) => {
   const h = await startHarness(t, { label: 'labels-known-max' });
   await h.admin.ok('POST', '/v1/projects', { name: 'p' });
   await h.admin.ok('PUT', '/v1/projects/p/secrets/s', { value: 'first-value' });
   const { secret_id: secretId, project_id: projectId } = (await h.plane.pool.query<{ secret_id: string; project_id: string }>("SELECT secret_id, project_id FROM secrets WHERE name = 's'")).rows[0]!;
   const store = h.plane.services.versions;
-  const addPending = async (value: string, staleBy: number): Promise<number> => {
+  /** Rows the write changed, and the version it was for; committed only when it stored one. */
+  const writePending = async (value: string, staleBy: number): Promise<{ changed: number; version: number }> => {
     const client = await h.plane.pool.connect();
     try {
       await client.query('BEGIN');
       const locked = await store.lockSecret(client, projectId, secretId);
       try {
         const knownMax = (locked.maxVersion ?? 0) - staleBy;
-        const version = await store.addVersion(client, { projectId, secretId, dataKey: locked.dataKey, plaintext: Buffer.from(value), label: 'pending', dbUser: null, createdBy: null, knownMax });
-        await client.query('COMMIT');
-        return version;
+        const { version, write } = await store.pendingVersionWrite(client, { projectId, secretId, dataKey: locked.dataKey, plaintext: Buffer.from(value), dbUser: null, createdBy: null, knownMax });
+        const changed = (await client.query(standalone(write))).rowCount ?? 0;
+        await client.query(changed === 1 ? 'COMMIT' : 'ROLLBACK');
+        return { changed, version };
       } finally {
         locked.dataKey.fill(0);
       }
@@ -107,8 +110,9 @@ t.test('a pending version stored with the highest version read at the lock: one 
       client.release();
     }
   };
-  t.equal(await addPending('second-value', 0), 2, 'the next version');
-  t.equal(await addPending('third-value', 1), 3, 'a stale highest version still gives the next one');
+  t.same(await writePending('second-value', 0), { changed: 1, version: 2 }, 'the next version');
+  t.same(await writePending('third-value', 0), { changed: 1, version: 3 }, 'and the next');
+  t.same(await writePending('stale-value', 1), { changed: 0, version: 3 }, 'a stale highest version stores nothing (the caller fails)');
   t.same(await labels(h, secretId), [
     { version: 1, label: 'current', state: 'active' }, { version: 2, label: null, state: 'active' }, { version: 3, label: 'pending', state: 'active' },
   ], 'one pending label, on the newest');
