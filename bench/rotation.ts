@@ -12,10 +12,14 @@
  *   fsync off).
  * - One target (role `bench_rot_*`, privilege admin via "pg", strategy replace),
  *   adopted with its password, preflighted through POST …/targets/:t/test.
- * - A rotation: the client takes Date.now() and sends POST …/targets/:t/rotate, then
- *   polls GET …/runs/:runId every POLL_MS until `committedAt` is set. Latency =
- *   committedAt (the control plane's clock, same machine) − that Date.now(); polling
- *   does not move committedAt. WARMUP_RUNS, then MEASURED_RUNS, one at a time.
+ * - A rotation: the client takes performance.now() and sends POST …/targets/:t/rotate,
+ *   then polls GET …/runs/:runId every POLL_MS until the run is done. Latency = when the
+ *   client received the run's commit notification (RUN_COMMITTED_CHANNEL, LISTENed on its
+ *   own connection to the control plane's database; PostgreSQL delivers it only after the
+ *   commit transaction committed) − that performance.now(): the whole commit is counted,
+ *   and the delivery of the notification too. Polling moves neither. `committedAt` (set in
+ *   the commit transaction, before its last statements and COMMIT) − trigger is reported
+ *   as a diagnostic. WARMUP_RUNS, then MEASURED_RUNS, one at a time.
  * - Baseline: an admin connection opened once runs `ALTER ROLE <other role> PASSWORD
  *   '<new>'`, then a fresh connection logs in as that role with the new password and
  *   runs SELECT 1; both timed together. BASELINE_ITERATIONS, half before and half
@@ -34,6 +38,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { createApplier } from '../agent/appliers/index.js';
+import { RUN_COMMITTED_CHANNEL } from '../control-plane/rotation/rotation-engine.js';
 import { journalPath } from '../agent/state/state-dir.js';
 import { cleanupRedisPrefix, createTestDatabase, uniqueRedisPrefix, type TestDatabase } from '../test/support/databases.js';
 import { postgresLogsIn } from '../test/support/postgres-login.js';
@@ -94,7 +99,9 @@ export async function run(): Promise<Record<string, unknown>> {
     progress(`baseline: ${BASELINE_WARMUP} warm-up + ${half} × (ALTER ROLE on an open admin connection + fresh login)`);
     const baselineMs = await baseline(superuser, cluster.port, baselineRole, BASELINE_WARMUP, half);
     progress(`rotations: ${WARMUP_RUNS} warm-up + ${MEASURED_RUNS} measured, one at a time`);
-    for (let i = 0; i < WARMUP_RUNS; i += 1) await rotateOnce(admin);
+    const commits = await listenForCommits(db.url);
+    cleanups.defer('close the commit listener', () => commits.close());
+    for (let i = 0; i < WARMUP_RUNS; i += 1) await rotateOnce(admin, commits);
     // CPU over the measured runs: the control plane with its database's backends, and the agent (diagnostics: the machine is shared).
     const monitor = new pg.Client({ connectionString: db.url, connectionTimeoutMillis: 10_000 });
     monitor.on('error', () => undefined);
@@ -107,7 +114,7 @@ export async function run(): Promise<Record<string, unknown>> {
     await Promise.all([cpCpu.begin(), agentCpu.begin()]);
     const samples: RunSample[] = [];
     for (let i = 0; i < MEASURED_RUNS; i += 1) {
-      samples.push(await rotateOnce(admin));
+      samples.push(await rotateOnce(admin, commits));
       if ((i + 1) % 50 === 0) progress(`  ${i + 1} runs, p50 so far ${round(percentile(samples.map((s) => s.latencyMs), 0.5))} ms`);
     }
     const [cpShares, agentShares] = await Promise.all([cpCpu.end(), agentCpu.end()]);
@@ -152,6 +159,7 @@ export async function run(): Promise<Record<string, unknown>> {
       baselineP99Ms: round(percentile(baselineMs, 0.99), 2),
       baselineIterations: baselineMs.length,
       postP50Ms: round(percentile(samples.map((s) => s.postMs), 0.5), 1),
+      committedAtP50Ms: round(percentile(samples.map((s) => s.committedAtMs), 0.5), 1),
       firstQuarterP50Ms: round(firstQuarterP50, 1),
       lastQuarterP50Ms: round(lastQuarterP50, 1),
       applierP50Ms: round(percentile(applierMs, 0.5), 2),
@@ -226,10 +234,44 @@ async function setUp(cleanups: CleanupStack, agentNodeArgs: string[]): Promise<S
   return { cluster, superuser, targetRole, baselineRole, adopted, db, home, cp, admin, agent };
 }
 
-/** One manual rotation, timed from just before the trigger to the run's committedAt. */
-async function rotateOnce(admin: TestClient): Promise<RunSample> {
+/** Receipt times (performance.now()) of the control plane's commit notifications, by run id. */
+interface CommitListener {
+  /** When the commit of `runId` was heard; waits up to `timeoutMs` for it. */
+  heard(runId: string, timeoutMs: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+async function listenForCommits(databaseUrl: string): Promise<CommitListener> {
+  const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 10_000 });
+  client.on('error', () => undefined); // a broken listener shows as a run whose commit is never heard
+  const heard = new Map<string, number>();
+  client.on('notification', (n) => {
+    if (n.channel === RUN_COMMITTED_CHANNEL && n.payload !== undefined) heard.set(n.payload, performance.now());
+  });
+  await client.connect();
+  await client.query(`LISTEN ${RUN_COMMITTED_CHANNEL}`);
+  return {
+    async heard(runId, timeoutMs) {
+      const until = performance.now() + timeoutMs;
+      for (;;) {
+        const at = heard.get(runId);
+        if (at !== undefined) {
+          heard.delete(runId);
+          return at;
+        }
+        if (performance.now() > until) throw new Error(`the commit of run ${runId} was not announced within ${timeoutMs} ms`);
+        await sleep(1);
+      }
+    },
+    close: () => client.end(),
+  };
+}
+
+/** One manual rotation, timed from just before the trigger to the moment its commit was heard. */
+async function rotateOnce(admin: TestClient, commits: CommitListener): Promise<RunSample> {
   benchAbortSignal.throwIfAborted();
   const t0 = Date.now();
+  const p0 = performance.now();
   const started = (await admin.ok('POST', `/v1/projects/${PROJECT}/targets/${TARGET}/rotate`, {})) as { run: RunView; joined: boolean };
   const postMs = Date.now() - t0;
   if (started.joined) throw new Error('the trigger joined a run already in flight (the previous one had not finished)');
@@ -247,7 +289,8 @@ async function rotateOnce(admin: TestClient): Promise<RunSample> {
     await sleep(POLL_MS);
     view = (await admin.ok('GET', `/v1/projects/${PROJECT}/runs/${view.runId}`)) as RunView;
   }
-  return { runId: view.runId, t0, latencyMs: Date.parse(committedAt) - t0, postMs };
+  const heardAt = await commits.heard(view.runId, 5_000);
+  return { runId: view.runId, t0, latencyMs: heardAt - p0, committedAtMs: Date.parse(committedAt) - t0, postMs };
 }
 
 /** ALTER ROLE on the already open `admin` connection + a fresh login with the new password, timed together (ms each). */

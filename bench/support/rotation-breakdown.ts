@@ -13,8 +13,10 @@ export interface RunSample {
   runId: string;
   /** Date.now() just before the trigger was sent. */
   t0: number;
-  /** committedAt − t0. */
+  /** From just before the trigger to the moment the run's commit notification arrived (the commit done). */
   latencyMs: number;
+  /** The run's committedAt (stamped in the commit transaction, before its last statements) − t0. */
+  committedAtMs: number;
   /** How long POST …/rotate took to answer. */
   postMs: number;
 }

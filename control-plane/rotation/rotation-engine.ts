@@ -12,7 +12,7 @@ import type { StatementWrite, WriteOutcome } from '../db/queryable.js';
 import type { ClaimedDelivery, ClaimTicket } from '../hub/hub-server.js';
 import type { CommandService } from '../hub/command-service.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
-import type { VersionStore } from '../vault/version-store.js';
+import { promotedPrevious, promotePendingWrite, type LockedSecretRow, type VersionStore } from '../vault/version-store.js';
 import type { Alert, Alerter } from './alerter.js';
 import { generatePassword } from './password-generator.js';
 import { findPolicy, findTargetById, lockRunWithTargetStatement, runWithTarget, updateRunWithSteps, type RunWithTargetRow, type PolicyRow, type RunChange, type RunRow, type RunStep, type TargetRow } from './rotation-dal.js';
@@ -38,6 +38,19 @@ export interface RotationEngineOptions {
 
 /** A run started by {@link RotationEngine.startWithin}: the step's outcome, the run as left, and the steps written. */
 export type StartedRun = StepOutcome & { run: RunRow; target: TargetRow; steps: RunStep[] };
+
+/**
+ * PostgreSQL notification channel on which each run's commit is announced (payload: the run
+ * id, nothing else), delivered only once the commit transaction has committed: a client with a
+ * connection to the control plane's database can wait for a commit without polling.
+ */
+export const RUN_COMMITTED_CHANNEL = 'sikker_run_committed';
+
+/** The secret's lock as its statement read it (lockSecretStatement): the row, and the version it read. */
+export interface LockedSecretRead {
+  read: number | null;
+  row: LockedSecretRow | undefined;
+}
 
 /** The step the creator of a run records first (`created`), and its audit records (appended before the step's own). */
 export interface FirstRecords {
@@ -169,12 +182,13 @@ export class RotationEngine {
    * locked from the append to the commit, so that is what serialises concurrent starts).
    * After the commit, call {@link afterCommit} with the result to tell the agent.
    */
-  async startWithin(client: PoolClient, inserted: RunRow, first: FirstRecords, known: { policy?: PolicyRow | null; target?: TargetRow | null } = {}): Promise<StartedRun> {
+  async startWithin(client: PoolClient, inserted: RunRow, first: FirstRecords, known: { policy?: PolicyRow | null; target?: TargetRow | null; secret?: LockedSecretRead } = {}): Promise<StartedRun> {
     // The run was inserted in this transaction, so no one else can see it, let alone lock it.
     // `known.target`: read in this transaction after the insert (the caller's), else read now.
     const target = known.target !== undefined ? known.target : await findTargetById(client, inserted.target_id);
     if (target === null) throw new SikkerError('ERR_INTERNAL', 'a run refers to a missing target');
     const ctx = new StepContext(client, inserted, target, this.chain, known.policy);
+    ctx.lockedSecret = known.secret;
     ctx.begin(first.step, first.detail);
     const stepped = await this.stepOn(ctx) ?? { again: false, announce: [], alert: null };
     await ctx.flush(first.audits ?? []);
@@ -285,8 +299,13 @@ export class RotationEngine {
     const password = Buffer.from(generatePassword(rules, target.spec.engine), 'utf8');
     let previous: { plaintext: Buffer; dbUser: string | null } | null = null;
     try {
-      // the previous version (the apply's restore or current password) is read with the lock
-      const locked = await this.versions.lockSecret(client, target.project_id, target.secret_id, ctx.run.previous_version);
+      // the previous version (the apply's restore or current password) is read with the lock,
+      // which the run's creator may have taken already (with the run's insert, for the version it expected)
+      const known = ctx.lockedSecret;
+      ctx.lockedSecret = undefined;
+      const locked = known !== undefined && known.read === ctx.run.previous_version
+        ? await this.versions.lockedSecret(client, target.project_id, target.secret_id, known.read, known.row)
+        : await this.versions.lockSecret(client, target.project_id, target.secret_id, ctx.run.previous_version);
       previous = locked.version;
       if (ctx.run.previous_version !== null && previous === null) throw new SikkerError('ERR_NOT_FOUND', `no version ${ctx.run.previous_version} of this secret`);
       let pending: { version: number; write: StatementWrite };
@@ -399,15 +418,25 @@ export class RotationEngine {
   }
 
   private async commit(ctx: StepContext, how: 'verified' | 'reconciled'): Promise<StepOutcome> {
-    const { client, run, target } = ctx;
+    const { run, target } = ctx;
     this.crashHere('before-commit');
     if (run.pending_version === null) throw new SikkerError('ERR_INTERNAL', 'commit without a pending version');
     const previousUser = run.previous_version === null ? null : (target.current_user ?? target.spec.user);
     // replace on the same user: the old password stopped working the moment the new one was set.
     const oldIsDead = run.strategy === 'replace' && previousUser === run.db_user;
-    const previous = await this.versions.promotePending(client, target.secret_id, run.pending_version, oldIsDead);
+    // Labels move with the step's other writes: pending → current, current → previous. The
+    // version current as read with the run's lock is what becomes previous; if another writer
+    // moved the labels since, the step fails (retryable) and runs again on a fresh reading.
+    const previous = target.current_version;
+    const pendingVersion = run.pending_version;
+    ctx.write(promotePendingWrite(target.secret_id, pendingVersion, oldIsDead), ({ rows }) => {
+      const moved = promotedPrevious(rows ?? [], pendingVersion);
+      if (moved !== previous) throw new SikkerError('ERR_CONFLICT', `the secret's current version changed during the commit (version ${moved ?? 'none'}, not ${previous ?? 'none'}); the step runs again`, { retryable: true });
+    });
     const graceOver = previous === null || oldIsDead;
     ctx.write({ name: 'policy-last-run', sql: 'UPDATE policies SET last_run_at = now() WHERE target_id = $1 RETURNING 1', values: [target.target_id] });
+    // delivered by PostgreSQL once this transaction has committed, to whoever listens (the benchmark times commits by it)
+    ctx.write({ name: 'run-committed-notify', sql: `SELECT pg_notify('${RUN_COMMITTED_CHANNEL}', $1::text)`, values: [run.run_id] });
     if (graceOver) this.finishLeaks(ctx, 'neutralised', null);
     const now = new Date();
     ctx.change(graceOver
@@ -529,12 +558,13 @@ export class RotationEngine {
       if (reported.agentId === ctx.target.agent_id) {
         const { result, origin } = reported;
         const commandId = run.command_id;
-        // Stored with the step's other writes; audited only if this made the change (else a
-        // duplicate report, already stored and audited with the same result: the agent reports
-        // one final result per command).
+        // Stored and audited with the step's other writes. If it changes nothing, the result was
+        // stored meanwhile by another path (and audited there: the agent reports one final result
+        // per command): the step fails, so it is not audited twice, and runs again on the stored row.
         ctx.write(completeCommandWrite(reported.agentId, commandId, result.outcome, result.result, result.error, { evenIfExpired: true }), ({ changed }) => {
-          if (changed > 0) ctx.auditAs({ identityId: reported.agentId, sourceIp: origin.sourceIp, action: 'agent.command.result', projectId: origin.projectId, outcome: result.outcome, detail: { commandId, code: result.error?.code ?? null } });
+          if (changed === 0) throw new SikkerError('ERR_CONFLICT', 'the command\'s result was stored meanwhile by another path; the step runs again', { retryable: true });
         });
+        ctx.auditAs({ identityId: reported.agentId, sourceIp: origin.sourceIp, action: 'agent.command.result', projectId: origin.projectId, outcome: result.outcome, detail: { commandId, code: result.error?.code ?? null } });
         ctx.onCommit.push(() => reported.settle(true));
         return reportedCommand(commandId, reported.agentId, result);
       }
@@ -594,6 +624,8 @@ class StepContext {
   private readonly audits: AuditDraft[] = [];
   /** What to do once this step's transaction committed. */
   readonly onCommit: Array<() => void> = [];
+  /** The secret's lock row, when the run's creator took the lock in its transaction (used once, by the pending step). */
+  lockedSecret: LockedSecretRead | undefined;
   /** Commands the step's own statements counted as delivered (sent after the commit). */
   readonly claimed: ClaimedDelivery[] = [];
   /** Writes nothing in the step reads back, sent with the run's changes by flush; `then` gets what each did. */

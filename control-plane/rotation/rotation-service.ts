@@ -6,6 +6,7 @@ import { requireProjectAction } from '../auth/authorize.js';
 import { withTransactionFrom } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import type { ProjectService } from '../vault/project-service.js';
+import { lockSecretStatement, type LockedSecretRow } from '../vault/version-store.js';
 import { requirePreflight } from './policy-rules.js';
 import { findRun, findTargetByIdStatement, insertRunStatement, listRuns, openRunOf, runSteps, findTargetById, type RunRow, type RunStepRecord, type TargetRow } from './rotation-dal.js';
 import type { RotationEngine } from './rotation-engine.js';
@@ -43,16 +44,17 @@ export class RotationService {
       graceSeconds: policy?.spec.graceSeconds ?? 0, dbUser: userForNextRun({ strategy, user: target.spec.user, alternate_user: target.alternate_user, current_user: target.current_user }),
       maxAttempts: policy?.spec.maxAttempts ?? 5, previousVersion: target.current_version, requestedBy: caller.identityId,
     };
-    // BEGIN, the run's insert and the target read after it (a run that held the target may have
-    // committed while the insert waited) in one round trip
-    const started = await withTransactionFrom(this.pool, this.logger, [insertRunStatement(newRun), findTargetByIdStatement(target.target_id)], async (client, [runs, targets]) => {
+    // BEGIN, the run's insert, the target read after it (a run that held the target may have
+    // committed while the insert waited) and the secret's lock in one round trip
+    const first = [insertRunStatement(newRun), findTargetByIdStatement(target.target_id), lockSecretStatement(target.project_id, target.secret_id, target.current_version)];
+    const started = await withTransactionFrom(this.pool, this.logger, first, async (client, [runs, targets, secrets]) => {
       const run = (runs?.[0] ?? null) as RunRow | null;
       if (run === null) return null;
       // The run, its pending version, the apply command and the audit records commit together; the agent is told after.
       return this.engine.startWithin(client, run, {
         step: 'created', detail: { trigger: 'manual' },
         audits: [{ identityId: caller.identityId, sourceIp, action: 'rotation.start', projectId: target.project_id, secretId: target.secret_id, outcome: 'success', detail: { runId, target: targetName, trigger: 'manual' } }],
-      }, { policy, target: (targets?.[0] ?? null) as TargetRow | null });
+      }, { policy, target: (targets?.[0] ?? null) as TargetRow | null, secret: { read: target.current_version, row: secrets?.[0] as LockedSecretRow | undefined } });
     });
     if (started === null) {
       const open = await openRunOf(this.pool, target.target_id);

@@ -3,10 +3,41 @@ import type { PoolClient } from 'pg';
 import { open, seal, zero } from '../../shared/crypto/aead.js';
 import { hmacSha256 } from '../../shared/crypto/derive.js';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
-import type { Queryable, StatementWrite } from '../db/queryable.js';
+import { standalone, type Queryable, type StatementWrite } from '../db/queryable.js';
+import { sqlLiteral, type FirstStatement } from '../db/transaction.js';
 import type { Keyring } from './keyring.js';
 
 export type StoredLabel = 'current' | 'pending';
+
+/** A secret locked by {@link VersionStore.lockSecret}: its data key and version `read` decrypted (the caller zeroes both). */
+export interface LockedSecret {
+  dataKey: Buffer;
+  /** The highest version as of the lock. */
+  maxVersion: number | null;
+  /** The version asked for. */
+  read: number | null;
+  version: { plaintext: Buffer; dbUser: string | null; state: string } | null;
+}
+
+/** The row of {@link SECRET_LOCK}. */
+export interface LockedSecretRow {
+  wrapped_data_key: Buffer;
+  max_version: number | null;
+  ciphertext: Buffer | null;
+  db_user: string | null;
+  state: string | null;
+}
+
+/** Locks the secret ($1, in project $2) and reads its wrapped data key, its highest version and version $3. */
+const SECRET_LOCK = `SELECT s.wrapped_data_key, (SELECT max(version) FROM secret_versions m WHERE m.secret_id = s.secret_id) AS max_version,
+       v.ciphertext, v.db_user, v.state FROM secrets s
+  LEFT JOIN secret_versions v ON v.secret_id = s.secret_id AND v.version = $3::int
+ WHERE s.secret_id = $1 AND s.project_id = $2 FOR UPDATE OF s`;
+
+/** {@link VersionStore.lockSecret}'s statement, to send with BEGIN (withTransactionFrom); read its row with {@link VersionStore.lockedSecret}. */
+export function lockSecretStatement(projectId: string, secretId: string, read: number | null): FirstStatement {
+  return { name: 'sikker_secret_lock', prepare: `PREPARE sikker_secret_lock(uuid, uuid, int) AS ${SECRET_LOCK}`, args: [sqlLiteral(secretId), sqlLiteral(projectId), sqlLiteral(read)] };
+}
 
 /**
  * Secret versions inside a caller's transaction: the one place that encrypts a new
@@ -49,22 +80,23 @@ export class VersionStore {
    * the caller zeroes its plaintext too) and the highest version as of the statement's start
    * (`maxVersion`, for pendingVersionWrite's `knownMax`: it checks it is still the highest).
    */
-  async lockSecret(client: PoolClient, projectId: string, secretId: string, read: number | null = null): Promise<{ dataKey: Buffer; maxVersion: number | null; version: { plaintext: Buffer; dbUser: string | null; state: string } | null }> {
-    const row = (await client.query<{ wrapped_data_key: Buffer; max_version: number | null; ciphertext: Buffer | null; db_user: string | null; state: string | null }>({
-      name: 'secret-lock',
-      text: `SELECT s.wrapped_data_key, (SELECT max(version) FROM secret_versions m WHERE m.secret_id = s.secret_id) AS max_version,
-                    v.ciphertext, v.db_user, v.state FROM secrets s
-               LEFT JOIN secret_versions v ON v.secret_id = s.secret_id AND v.version = $3::int
-              WHERE s.secret_id = $1 AND s.project_id = $2 FOR UPDATE OF s`,
-      values: [secretId, projectId, read],
-    })).rows[0];
+  async lockSecret(client: PoolClient, projectId: string, secretId: string, read: number | null = null): Promise<LockedSecret> {
+    const row = (await client.query<LockedSecretRow>({ name: 'secret-lock', text: SECRET_LOCK, values: [secretId, projectId, read] })).rows[0];
+    return this.lockedSecret(client, projectId, secretId, read, row);
+  }
+
+  /**
+   * {@link lockSecret} from the row its statement returned when sent by the caller
+   * ({@link lockSecretStatement}, e.g. with BEGIN); `row` undefined: no such secret.
+   */
+  async lockedSecret(client: PoolClient, projectId: string, secretId: string, read: number | null, row: LockedSecretRow | undefined): Promise<LockedSecret> {
     if (row === undefined) throw new SikkerError('ERR_NOT_FOUND', 'no such secret');
     const dataKey = await this.keyring.dataKey(client, projectId, secretId, row.wrapped_data_key);
     const maxVersion = row.max_version;
-    if (read === null || row.ciphertext === null || row.state === null) return { dataKey, maxVersion, version: null };
+    if (read === null || row.ciphertext === null || row.state === null) return { dataKey, maxVersion, read, version: null };
     try {
       const plaintext = open(dataKey, row.ciphertext, { purpose: 'secret-value', projectId, secretId, secretVersion: read });
-      return { dataKey, maxVersion, version: { plaintext, dbUser: row.db_user, state: row.state } };
+      return { dataKey, maxVersion, read, version: { plaintext, dbUser: row.db_user, state: row.state } };
     } catch (err) {
       zero(dataKey);
       throw err;
@@ -128,18 +160,8 @@ export class VersionStore {
    * current version (null when there was none); ERR_CONFLICT when `pendingVersion` is not pending.
    */
   async promotePending(client: PoolClient, secretId: string, pendingVersion: number, revokePrevious: boolean): Promise<number | null> {
-    const moved = (await client.query<{ version: number; label: string | null }>({
-      name: 'version-promote-pending',
-      text: `UPDATE secret_versions v
-                SET label = CASE v.label WHEN 'pending' THEN 'current' WHEN 'current' THEN 'previous' END,
-                    state = CASE WHEN v.label = 'current' AND $3 THEN 'revoked' ELSE v.state END
-              WHERE v.secret_id = $1 AND (v.label IN ('current', 'previous') OR (v.label = 'pending' AND v.version = $2))
-                AND EXISTS (SELECT 1 FROM secret_versions p WHERE p.secret_id = $1 AND p.version = $2 AND p.label = 'pending')
-          RETURNING v.version, v.label`,
-      values: [secretId, pendingVersion, revokePrevious],
-    })).rows;
-    if (!moved.some((r) => r.label === 'current')) throw new SikkerError('ERR_CONFLICT', `version ${pendingVersion} is not pending`);
-    return moved.find((r) => r.label === 'previous')?.version ?? null;
+    const moved = (await client.query<{ version: number; label: string | null }>(standalone(promotePendingWrite(secretId, pendingVersion, revokePrevious)))).rows;
+    return promotedPrevious(moved, pendingVersion);
   }
 
   /** The keyed fingerprint of a value in a project: HMAC-SHA256 under the project's fingerprint key. */
@@ -185,4 +207,29 @@ export class VersionStore {
       zero(dataKey);
     }
   }
+}
+
+/**
+ * {@link VersionStore.promotePending}'s statement as a write to send with others: it returns
+ * the rows it moved (version and new label), which {@link promotedPrevious} reads.
+ */
+export function promotePendingWrite(secretId: string, pendingVersion: number, revokePrevious: boolean): StatementWrite {
+  return {
+    name: 'version-promote-pending',
+    sql: `UPDATE secret_versions v
+             SET label = CASE v.label WHEN 'pending' THEN 'current' WHEN 'current' THEN 'previous' END,
+                 state = CASE WHEN v.label = 'current' AND $3 THEN 'revoked' ELSE v.state END
+           WHERE v.secret_id = $1 AND (v.label IN ('current', 'previous') OR (v.label = 'pending' AND v.version = $2))
+             AND EXISTS (SELECT 1 FROM secret_versions p WHERE p.secret_id = $1 AND p.version = $2 AND p.label = 'pending')
+       RETURNING v.version, v.label`,
+    values: [secretId, pendingVersion, revokePrevious],
+    rows: true,
+  };
+}
+
+/** The old current version (now `previous`; null when there was none) from the rows a promotion moved; ERR_CONFLICT when `pendingVersion` was not pending. */
+export function promotedPrevious(moved: ReadonlyArray<{ version?: unknown; label?: unknown }>, pendingVersion: number): number | null {
+  if (!moved.some((r) => r.label === 'current' && Number(r.version) === pendingVersion)) throw new SikkerError('ERR_CONFLICT', `version ${pendingVersion} is not pending`);
+  const previous = moved.find((r) => r.label === 'previous');
+  return previous === undefined ? null : Number(previous.version);
 }

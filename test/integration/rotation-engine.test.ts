@@ -295,6 +295,53 @@ t.test('a commit step that fails after taking the agent\'s result leaves the res
   t.equal(await fx.logsIn(role, 'Fallback-old-1'), false, 'the old one is refused');
 });
 
+t.test('a commit step that finds the labels not as it read them fails, and commits on its next try', async (t) => {
+  const fx = await rotationFixture(t, server);
+  const role = await fx.createRole('Labels-old-1');
+  await fx.addTarget('labels', role, { adoptPassword: 'Labels-old-1' });
+  await fx.h.admin.ok('POST', '/v1/projects/p/targets/labels/test', {});
+  const pool = fx.h.plane.pool;
+  // The first time the current version is to become previous, it keeps no label instead: what
+  // another writer moving the labels between the step's read and its statement would leave.
+  await pool.query(`CREATE SEQUENCE labels_moved_seq;
+    CREATE FUNCTION labels_moved_once() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF nextval('labels_moved_seq') = 1 THEN NEW.label := NULL; END IF; RETURN NEW; END $$;
+    CREATE TRIGGER labels_moved_once BEFORE UPDATE ON secret_versions FOR EACH ROW
+      WHEN (OLD.label = 'current' AND NEW.label = 'previous') EXECUTE FUNCTION labels_moved_once();`);
+  const started = await fx.h.admin.ok('POST', '/v1/projects/p/targets/labels/rotate', {});
+  const run = await fx.waitRun(started.run.runId, ['done', 'failed', 'parked']);
+  t.equal(run.state, 'done', `run ended ${run.state} ${run.errorCode ?? ''}`);
+  t.equal((await pool.query<{ n: string }>('SELECT last_value AS n FROM labels_moved_seq')).rows[0]?.n, '2', 'the labels were moved twice: the first step failed and rolled back');
+  t.match(fx.h.logs.text(), /the secret's current version changed during the commit/, 'the failure says why');
+  t.same((await pool.query("SELECT version, label FROM secret_versions v JOIN secrets s USING (secret_id) WHERE s.name = 'labels-password' ORDER BY version")).rows,
+    [{ version: 1, label: 'previous' }, { version: 2, label: 'current' }], 'labels as one commit leaves them');
+  t.equal(await fx.logsIn(role, await fx.secretValue('labels-password')), true, 'the committed password logs in');
+  t.match(await fx.h.admin.ok('POST', '/v1/audit/verify'), { ok: true }, 'the audit chain verifies');
+});
+
+t.test('a result stored by another path while the run takes it: the step fails rather than audit it twice, and the run commits', async (t) => {
+  const fx = await rotationFixture(t, server);
+  const role = await fx.createRole('Twice-old-1');
+  await fx.addTarget('twice', role, { adoptPassword: 'Twice-old-1' });
+  await fx.h.admin.ok('POST', '/v1/projects/p/targets/twice/test', {});
+  const pool = fx.h.plane.pool;
+  // The first attempt to store the apply's result changes no row (as if already stored).
+  await pool.query(`CREATE SEQUENCE result_skipped_seq;
+    CREATE FUNCTION result_skipped_once() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF nextval('result_skipped_seq') = 1 THEN RETURN NULL; END IF; RETURN NEW; END $$;
+    CREATE TRIGGER result_skipped_once BEFORE UPDATE ON agent_commands FOR EACH ROW
+      WHEN (NEW.kind = 'rotation.apply' AND NEW.state = 'succeeded') EXECUTE FUNCTION result_skipped_once();`);
+  const started = await fx.h.admin.ok('POST', '/v1/projects/p/targets/twice/rotate', {});
+  const run = await fx.waitRun(started.run.runId, ['done', 'failed', 'parked']);
+  t.equal(run.state, 'done', `run ended ${run.state} ${run.errorCode ?? ''}`);
+  t.match(fx.h.logs.text(), /the command's result was stored meanwhile by another path/, 'the first step failed for it');
+  const { rows: [command] } = await pool.query("SELECT command_id, state FROM agent_commands WHERE kind = 'rotation.apply'");
+  t.equal(command.state, 'succeeded', 'the result is stored');
+  const audits = (await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM audit_records WHERE action = 'agent.command.result' AND detail->>'commandId' = $1", [command.command_id])).rows[0]?.n;
+  t.equal(audits, 1, 'and audited once');
+  t.equal(await fx.logsIn(role, await fx.secretValue('twice-password')), true, 'the committed password logs in');
+});
+
 t.test('a result read off another agent\'s socket for a run\'s command is not acted on; the real agent\'s is', async (t) => {
   let release: () => void = () => undefined;
   const gate = new Promise<void>((resolve) => { release = resolve; });
