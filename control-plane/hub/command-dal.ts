@@ -3,6 +3,13 @@ import type { Queryable, StatementWrite } from '../db/queryable.js';
 
 export const OPEN_STATES = ['pending', 'delivered', 'accepted'] as const;
 
+/**
+ * "The command is open", written out as agent_commands_open_idx's predicate (migration 002):
+ * a parameter (`state = ANY($n)`) would keep a prepared statement's generic plan from that
+ * partial index, and it would scan every command the agent ever had.
+ */
+const IS_OPEN = `state IN (${OPEN_STATES.map((s) => `'${s}'`).join(', ')})`;
+
 export interface CommandRow {
   command_id: string;
   agent_id: string;
@@ -41,10 +48,10 @@ const takeGeneration = (agent: string, key: string): string =>
  * returns them; rows another transaction has locked are skipped (placeholders given; `also`:
  * a further condition).
  */
-const claimOpen = (agent: string, states: string, except: string, also = 'true'): string =>
+const claimOpen = (agent: string, except: string, also = 'true'): string =>
   `UPDATE agent_commands c SET deliveries = c.deliveries + 1, delivered_at = clock_timestamp(), state = CASE WHEN c.state = 'pending' THEN 'delivered' ELSE c.state END
     WHERE ${also} AND c.command_id IN (SELECT command_id FROM agent_commands
-                                        WHERE agent_id = ${agent} AND state = ANY(${states}::text[]) AND expires_at > now() AND command_id <> ALL(${except}::uuid[])
+                                        WHERE agent_id = ${agent} AND ${IS_OPEN} AND expires_at > now() AND command_id <> ALL(${except}::uuid[])
                                           FOR UPDATE SKIP LOCKED)
    RETURNING c.*`;
 
@@ -93,10 +100,10 @@ export function insertCommandAndClaimWrite(boxPublicKey: string, c: NewCommand, 
       ['command_stored', `INSERT INTO agent_commands (command_id, agent_id, generation, kind, payload, sealed, state, issued_by, expires_at, deliveries, delivered_at)
                           SELECT $1, $2, generation_taken.generation, $3, $4, $5, 'delivered', $6, $7, 1, clock_timestamp() FROM generation_taken
                           RETURNING *`],
-      ['commands_claimed', claimOpen('$2', '$9', '$10', 'EXISTS (SELECT 1 FROM generation_taken)')],
+      ['commands_claimed', claimOpen('$2', '$9', 'EXISTS (SELECT 1 FROM generation_taken)')],
     ],
     sql: 'SELECT * FROM command_stored UNION ALL SELECT * FROM commands_claimed',
-    values: [c.commandId, c.agentId, c.kind, JSON.stringify(c.payload), c.sealed, c.issuedBy, c.expiresAt, boxPublicKey, OPEN_STATES, except],
+    values: [c.commandId, c.agentId, c.kind, JSON.stringify(c.payload), c.sealed, c.issuedBy, c.expiresAt, boxPublicKey, except],
     rows: true,
   };
 }
@@ -146,7 +153,7 @@ export function commandRowFromJson(json: Record<string, unknown>): CommandRow {
 
 /** Commands still to deliver or finish, oldest generation first, unexpired. */
 export async function openCommands(db: Queryable, agentId: string): Promise<CommandRow[]> {
-  return (await db.query<CommandRow>({ name: 'commands-open', text: `SELECT * FROM agent_commands WHERE agent_id = $1 AND state = ANY($2::text[]) AND expires_at > now() ORDER BY generation`, values: [agentId, OPEN_STATES] })).rows;
+  return (await db.query<CommandRow>({ name: 'commands-open', text: `SELECT * FROM agent_commands WHERE agent_id = $1 AND ${IS_OPEN} AND expires_at > now() ORDER BY generation`, values: [agentId] })).rows;
 }
 
 /**
@@ -159,8 +166,8 @@ export async function openCommands(db: Queryable, agentId: string): Promise<Comm
 export async function claimOpenCommands(client: PoolClient, agentId: string, except: string[]): Promise<CommandRow[]> {
   return (await client.query<CommandRow>({
     name: 'commands-claim',
-    text: `WITH claimed AS (${claimOpen('$1', '$2', '$3')}) SELECT * FROM claimed ORDER BY generation`,
-    values: [agentId, OPEN_STATES, except],
+    text: `WITH claimed AS (${claimOpen('$1', '$2')}) SELECT * FROM claimed ORDER BY generation`,
+    values: [agentId, except],
   })).rows;
 }
 

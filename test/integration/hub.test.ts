@@ -263,4 +263,18 @@ t.test('hub – storing a command and claiming the agent\'s open ones in one sta
   t.same(json.map(commandRowFromJson).map(truncated), all.map(truncated), 'every field as the driver reads it (timestamps to the millisecond)');
   t.same(commandRowFromJson(json[json.length - 1]!).sealed, Buffer.from([0, 0xff, 0x10]), 'bytea');
   t.throws(() => commandRowFromJson({ ...json[0], generation: '1' }), /generation/, 'a field of another type is refused');
+  // The claim finds open commands through the partial index of open ones, even as a prepared
+  // statement's generic plan: it does not scan every command the agent ever had.
+  const { text } = standalone(insertCommandAndClaimWrite(key, command(randomUUID()), []));
+  await client.query('BEGIN');
+  try {
+    await client.query("SET LOCAL plan_cache_mode = 'force_generic_plan'");
+    await client.query('SET LOCAL enable_seqscan = off');
+    await client.query(`PREPARE claim_plan AS ${text}`);
+    const plan = (await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN EXECUTE claim_plan('${randomUUID()}', '${identity.identityId}', 'agent.probe', '{}', NULL, NULL, now(), 'key', '{}')`)).rows.map((r) => r['QUERY PLAN']).join('\n');
+    t.match(plan, /agent_commands_open_idx/, 'the open commands are read through agent_commands_open_idx');
+  } finally {
+    await client.query('ROLLBACK');
+    await client.query('DEALLOCATE claim_plan');
+  }
 });
