@@ -32,14 +32,9 @@ import type { ApplierFactory, RotationExecutorDeps } from '../../agent/commands/
 import { canaryPassword, randomPassword, renderings } from '../support/applier-fixtures.js';
 import { freePort } from '../support/free-port.js';
 import { startPrivateRedis } from '../support/private-redis.js';
-import { startScramPostgres } from '../support/scram-postgres.js';
+import { startScramPostgresWithSuperuser } from '../support/scram-postgres.js';
 
-const server = await startScramPostgres();
-t.teardown(() => server.stop());
-const superuser = new pg.Client({ connectionString: server.superuserUrl });
-superuser.on('error', () => undefined);
-await superuser.connect();
-t.teardown(() => superuser.end());
+const { server, superuser } = await startScramPostgresWithSuperuser(t);
 
 const agentId = randomUUID();
 const box = generateKeyPairSync('x25519');

@@ -7,22 +7,15 @@
  * the client overrides).
  */
 import t, { type Test } from 'tap';
-import pg from 'pg';
 import { randomBytes } from 'node:crypto';
 import { createApplier } from '../../agent/appliers/index.js';
 import { ScramKeyedClient, type ScramLoginKeys } from '../../agent/appliers/postgres-scram-login.js';
 import { scramCredential } from '../../agent/appliers/postgres-scram-verifier.js';
 import { PasswordDerivation } from '../../agent/appliers/password-derivation.js';
 import { randomPassword } from '../support/applier-fixtures.js';
-import { startScramPostgres } from '../support/scram-postgres.js';
+import { startScramPostgresWithSuperuser } from '../support/scram-postgres.js';
 
-const server = await startScramPostgres();
-t.teardown(() => server.stop());
-
-const superuser = new pg.Client({ connectionString: server.superuserUrl });
-superuser.on('error', () => undefined);
-await superuser.connect();
-t.teardown(() => superuser.end());
+const { server, superuser } = await startScramPostgresWithSuperuser(t);
 
 const prefix = `sk_scraml_${randomBytes(3).toString('hex')}`;
 let counter = 0;

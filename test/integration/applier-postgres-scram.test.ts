@@ -6,7 +6,6 @@
  * same salt. The first two need no server.
  */
 import t from 'tap';
-import pg from 'pg';
 import { createHmac, randomBytes } from 'node:crypto';
 import {
   parseScramVerifier,
@@ -14,7 +13,7 @@ import {
   scramKeys,
   scramSha256Verifier,
 } from '../../agent/appliers/postgres-scram-verifier.js';
-import { startScramPostgres } from '../support/scram-postgres.js';
+import { startScramPostgresWithSuperuser } from '../support/scram-postgres.js';
 
 t.test('scram verifier – RFC 7677 example exchange', async (t) => {
   // RFC 7677 §3: user "user", password "pencil"
@@ -64,12 +63,7 @@ t.test('scram verifier – format, random salt', async (t) => {
 });
 
 t.test('scram verifier – equals what a live scram-sha-256 cluster computes', async (t) => {
-  const server = await startScramPostgres();
-  t.teardown(() => server.stop());
-  const client = new pg.Client({ connectionString: server.superuserUrl });
-  client.on('error', () => undefined);
-  await client.connect();
-  t.teardown(() => client.end());
+  const { superuser: client } = await startScramPostgresWithSuperuser(t);
   const role = `sk_scram_${randomBytes(4).toString('hex')}`;
   for (const password of ['correct horse battery staple', 'ünï\u00A0cødé', `q'"\\$$%`]) {
     await client.query(`CREATE ROLE ${role} LOGIN PASSWORD ${client.escapeLiteral(password)}`);

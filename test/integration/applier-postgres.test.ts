@@ -18,15 +18,9 @@ import { eventually } from '../support/agents.js';
 import { applierConformance, randomPassword, type ApplierFixture } from '../support/applier-fixtures.js';
 import { freePort } from '../support/free-port.js';
 import { postgresLogsIn } from '../support/postgres-login.js';
-import { startScramPostgres } from '../support/scram-postgres.js';
+import { startScramPostgresWithSuperuser } from '../support/scram-postgres.js';
 
-const server = await startScramPostgres();
-t.teardown(() => server.stop());
-
-const superuser = new pg.Client({ connectionString: server.superuserUrl });
-superuser.on('error', () => undefined);
-await superuser.connect();
-t.teardown(() => superuser.end());
+const { server, superuser } = await startScramPostgresWithSuperuser(t);
 
 const prefix = `sk_app_${randomBytes(3).toString('hex')}`;
 let counter = 0;

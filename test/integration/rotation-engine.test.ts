@@ -4,7 +4,8 @@
  * "refused" below is a fresh login on that cluster.
  */
 import { randomUUID } from 'node:crypto';
-import t from 'tap';
+import type { Pool } from 'pg';
+import t, { type Test } from 'tap';
 import { createApplier } from '../../agent/appliers/index.js';
 import { applierError } from '../../agent/appliers/applier-errors.js';
 import type { ApplierFactory } from '../../agent/commands/rotation-context.js';
@@ -16,6 +17,34 @@ import { rotationFixture, startScramCluster } from '../support/rotation-fixture.
 const server = await startScramCluster(t);
 
 const stepNames = (run: { steps: Array<{ step: string }> }): string[] => run.steps.map((s) => s.step);
+
+/** A fixture with one preflighted target `name`, its role's password `password` adopted. */
+async function preflightedTarget(t: Test, name: string, password: string): Promise<{ fx: Awaited<ReturnType<typeof rotationFixture>>; role: string; pool: Pool }> {
+  const fx = await rotationFixture(t, server);
+  const role = await fx.createRole(password);
+  await fx.addTarget(name, role, { adoptPassword: password });
+  await fx.h.admin.ok('POST', `/v1/projects/p/targets/${name}/test`, {});
+  return { fx, role, pool: fx.h.plane.pool };
+}
+
+/** Triggers a manual rotation of `name` and waits until its run has ended (done, failed or parked). */
+async function rotateToEnd(fx: Awaited<ReturnType<typeof rotationFixture>>, name: string): Promise<Awaited<ReturnType<Awaited<ReturnType<typeof rotationFixture>>['waitRun']>>> {
+  const started = await fx.h.admin.ok('POST', `/v1/projects/p/targets/${name}/rotate`, {});
+  return fx.waitRun(started.run.runId, ['done', 'failed', 'parked']);
+}
+
+/**
+ * A BEFORE UPDATE trigger `name` on `table` for rows matching `when`: the first such update
+ * runs `first` (plpgsql statements ending in RETURN), later ones go through. Returns how many
+ * such updates were tried (a sequence: its count survives a rollback).
+ */
+async function onFirstUpdate(pool: Pool, name: string, table: string, when: string, first: string): Promise<() => Promise<number>> {
+  await pool.query(`CREATE SEQUENCE ${name}_seq;
+    CREATE FUNCTION ${name}() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF nextval('${name}_seq') = 1 THEN ${first} END IF; RETURN NEW; END $$;
+    CREATE TRIGGER ${name} BEFORE UPDATE ON ${table} FOR EACH ROW WHEN (${when}) EXECUTE FUNCTION ${name}();`);
+  return async () => Number((await pool.query<{ n: string }>(`SELECT last_value AS n FROM ${name}_seq`)).rows[0]?.n);
+}
 
 t.test('replace: rotate now → pending, dispatched, verified, committed; the old password is refused', async (t) => {
   const fx = await rotationFixture(t, server);
@@ -271,21 +300,12 @@ t.test('a run created from a stale read of the target (another run committed mea
 });
 
 t.test('a commit step that fails after taking the agent\'s result leaves the result to the hub: stored and audited once, and the run still commits', async (t) => {
-  const fx = await rotationFixture(t, server);
-  const role = await fx.createRole('Fallback-old-1');
-  await fx.addTarget('fallback', role, { adoptPassword: 'Fallback-old-1' });
-  await fx.h.admin.ok('POST', '/v1/projects/p/targets/fallback/test', {});
-  const pool = fx.h.plane.pool;
-  // The first promotion of a pending version fails (a sequence: its count survives the rollback).
-  await pool.query(`CREATE SEQUENCE fail_promote_seq;
-    CREATE FUNCTION fail_promote_once() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN IF nextval('fail_promote_seq') = 1 THEN RAISE EXCEPTION 'test: the first commit step fails'; END IF; RETURN NEW; END $$;
-    CREATE TRIGGER fail_promote_once BEFORE UPDATE ON secret_versions FOR EACH ROW
-      WHEN (OLD.label = 'pending' AND NEW.label = 'current') EXECUTE FUNCTION fail_promote_once();`);
-  const started = await fx.h.admin.ok('POST', '/v1/projects/p/targets/fallback/rotate', {});
-  const run = await fx.waitRun(started.run.runId, ['done', 'failed', 'parked']);
+  const { fx, role, pool } = await preflightedTarget(t, 'fallback', 'Fallback-old-1');
+  // The first promotion of a pending version fails.
+  const promotions = await onFirstUpdate(pool, 'fail_promote_once', 'secret_versions', "OLD.label = 'pending' AND NEW.label = 'current'", "RAISE EXCEPTION 'test: the first commit step fails';");
+  const run = await rotateToEnd(fx, 'fallback');
   t.equal(run.state, 'done', `run ended ${run.state} ${run.errorCode ?? ''}`);
-  t.equal((await pool.query<{ n: string }>('SELECT last_value AS n FROM fail_promote_seq')).rows[0]?.n, '2', 'the promotion was tried twice: the first step failed');
+  t.equal(await promotions(), 2, 'the promotion was tried twice: the first step failed');
   t.equal(stepNames(run).filter((s) => s === 'applied and verified by agent').length, 1, 'one verified step (from the committed pass)');
   const { rows: [command] } = await pool.query("SELECT command_id, state FROM agent_commands WHERE kind = 'rotation.apply'");
   t.equal(command.state, 'succeeded', 'the hub stored the result the failed step had taken');
@@ -296,22 +316,13 @@ t.test('a commit step that fails after taking the agent\'s result leaves the res
 });
 
 t.test('a commit step that finds the labels not as it read them fails, and commits on its next try', async (t) => {
-  const fx = await rotationFixture(t, server);
-  const role = await fx.createRole('Labels-old-1');
-  await fx.addTarget('labels', role, { adoptPassword: 'Labels-old-1' });
-  await fx.h.admin.ok('POST', '/v1/projects/p/targets/labels/test', {});
-  const pool = fx.h.plane.pool;
+  const { fx, role, pool } = await preflightedTarget(t, 'labels', 'Labels-old-1');
   // The first time the current version is to become previous, it keeps no label instead: what
   // another writer moving the labels between the step's read and its statement would leave.
-  await pool.query(`CREATE SEQUENCE labels_moved_seq;
-    CREATE FUNCTION labels_moved_once() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN IF nextval('labels_moved_seq') = 1 THEN NEW.label := NULL; END IF; RETURN NEW; END $$;
-    CREATE TRIGGER labels_moved_once BEFORE UPDATE ON secret_versions FOR EACH ROW
-      WHEN (OLD.label = 'current' AND NEW.label = 'previous') EXECUTE FUNCTION labels_moved_once();`);
-  const started = await fx.h.admin.ok('POST', '/v1/projects/p/targets/labels/rotate', {});
-  const run = await fx.waitRun(started.run.runId, ['done', 'failed', 'parked']);
+  const moves = await onFirstUpdate(pool, 'labels_moved_once', 'secret_versions', "OLD.label = 'current' AND NEW.label = 'previous'", 'NEW.label := NULL;');
+  const run = await rotateToEnd(fx, 'labels');
   t.equal(run.state, 'done', `run ended ${run.state} ${run.errorCode ?? ''}`);
-  t.equal((await pool.query<{ n: string }>('SELECT last_value AS n FROM labels_moved_seq')).rows[0]?.n, '2', 'the labels were moved twice: the first step failed and rolled back');
+  t.equal(await moves(), 2, 'the labels were moved twice: the first step failed and rolled back');
   t.match(fx.h.logs.text(), /the secret's current version changed during the commit/, 'the failure says why');
   t.same((await pool.query("SELECT version, label FROM secret_versions v JOIN secrets s USING (secret_id) WHERE s.name = 'labels-password' ORDER BY version")).rows,
     [{ version: 1, label: 'previous' }, { version: 2, label: 'current' }], 'labels as one commit leaves them');
@@ -320,19 +331,10 @@ t.test('a commit step that finds the labels not as it read them fails, and commi
 });
 
 t.test('a result stored by another path while the run takes it: the step fails rather than audit it twice, and the run commits', async (t) => {
-  const fx = await rotationFixture(t, server);
-  const role = await fx.createRole('Twice-old-1');
-  await fx.addTarget('twice', role, { adoptPassword: 'Twice-old-1' });
-  await fx.h.admin.ok('POST', '/v1/projects/p/targets/twice/test', {});
-  const pool = fx.h.plane.pool;
+  const { fx, role, pool } = await preflightedTarget(t, 'twice', 'Twice-old-1');
   // The first attempt to store the apply's result changes no row (as if already stored).
-  await pool.query(`CREATE SEQUENCE result_skipped_seq;
-    CREATE FUNCTION result_skipped_once() RETURNS trigger LANGUAGE plpgsql AS $$
-      BEGIN IF nextval('result_skipped_seq') = 1 THEN RETURN NULL; END IF; RETURN NEW; END $$;
-    CREATE TRIGGER result_skipped_once BEFORE UPDATE ON agent_commands FOR EACH ROW
-      WHEN (NEW.kind = 'rotation.apply' AND NEW.state = 'succeeded') EXECUTE FUNCTION result_skipped_once();`);
-  const started = await fx.h.admin.ok('POST', '/v1/projects/p/targets/twice/rotate', {});
-  const run = await fx.waitRun(started.run.runId, ['done', 'failed', 'parked']);
+  await onFirstUpdate(pool, 'result_skipped_once', 'agent_commands', "NEW.kind = 'rotation.apply' AND NEW.state = 'succeeded'", 'RETURN NULL;');
+  const run = await rotateToEnd(fx, 'twice');
   t.equal(run.state, 'done', `run ended ${run.state} ${run.errorCode ?? ''}`);
   t.match(fx.h.logs.text(), /the command's result was stored meanwhile by another path/, 'the first step failed for it');
   const { rows: [command] } = await pool.query("SELECT command_id, state FROM agent_commands WHERE kind = 'rotation.apply'");

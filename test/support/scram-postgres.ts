@@ -8,6 +8,7 @@ import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { appendFile, chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import { freePort } from './free-port.js';
 import { lookupUser } from './services.js';
 
@@ -203,4 +204,18 @@ function runCommand(command: string, args: string[], cwd: string): Promise<void>
       },
     );
   });
+}
+
+/**
+ * {@link startScramPostgres} with a connected superuser client, both closed in `t`'s
+ * teardown (the cluster after the client).
+ */
+export async function startScramPostgresWithSuperuser(t: { teardown(fn: () => unknown): void }): Promise<{ server: ScramPostgres; superuser: pg.Client }> {
+  const server = await startScramPostgres();
+  t.teardown(() => server.stop());
+  const superuser = new pg.Client({ connectionString: server.superuserUrl });
+  superuser.on('error', () => undefined); // surfaced through the awaited queries
+  await superuser.connect();
+  t.teardown(() => superuser.end());
+  return { server, superuser };
 }
