@@ -1,5 +1,7 @@
-import type { PoolClient } from 'pg';
+import pg, { type PoolClient } from 'pg';
 import type { Queryable, StatementWrite } from '../db/queryable.js';
+
+const parseBytea = pg.types.getTypeParser(pg.types.builtins.BYTEA, 'text');
 
 export const OPEN_STATES = ['pending', 'delivered', 'accepted'] as const;
 
@@ -116,7 +118,7 @@ export function claimedWith(commandId: string, rows: CommandRow[]): CommandRow[]
 
 /**
  * A command row as `json_agg` gives it (a statement that returns rows from among others):
- * bytea as `\x…` hex, timestamps as text. Checked field by field; throws on anything else.
+ * bytea and timestamps as text. Checked field by field; throws on anything else.
  */
 export function commandRowFromJson(json: Record<string, unknown>): CommandRow {
   const text = (key: string): string => {
@@ -136,9 +138,10 @@ export function commandRowFromJson(json: Record<string, unknown>): CommandRow {
     return v as T;
   };
   const bytes = (key: string): Buffer => {
-    const match = /^\\x([0-9a-f]*)$/.exec(text(key));
-    if (match === null) throw new Error(`command row: ${key} is not bytea`);
-    return Buffer.from(match[1]!, 'hex');
+    // the driver's own bytea parser: hex or escape format, whichever bytea_output gave
+    const value: unknown = parseBytea(text(key));
+    if (!Buffer.isBuffer(value)) throw new Error(`command row: ${key} is not bytea`);
+    return value;
   };
   const generation = json['generation'];
   const deliveries = json['deliveries'];

@@ -141,7 +141,7 @@ export class CommandService {
    * other open commands not in `claimExcept`, counted as delivered (insertCommandAndClaimWrite).
    * `settle` with the write's outcome gives the issued command and the claimed rows to send
    * after the commit. Null when the agent's box key is not known here: call insertWithin.
-   * When the agent's key changed since (a re-enrolled agent), nothing was stored and `settle`
+   * When the agent's key is no longer that one (or the agent is gone), nothing was stored and `settle`
    * throws a retryable ERR_CONFLICT: the caller's transaction must fail (the run it names the
    * command in would point at nothing); the next try takes the new key.
    */
@@ -158,7 +158,7 @@ export class CommandService {
         const own = claimed?.find((r) => r.command_id === command.commandId);
         if (claimed === null || own === undefined) {
           if (this.boxKeys.get(c.agentId) === known) this.boxKeys.delete(c.agentId);
-          throw new SikkerError('ERR_CONFLICT', 'the agent\'s box key changed while the command was sealed to it; try again', { retryable: true });
+          throw new SikkerError('ERR_CONFLICT', 'the agent\'s box key is no longer the one the command was sealed to (or the agent is gone); try again', { retryable: true });
         }
         return { ...pick(command), generation: Number(own.generation), claimed };
       },

@@ -335,9 +335,10 @@ export class RotationEngine {
     // stored and, when this replica holds the agent's socket, claimed for sending in the same statement
     const ticket = this.delivery.claimTicket(ctx.target.agent_id);
     const issued = await this.runCommands.apply(ctx.client, ctx.run, ctx.target, held, ticket?.except);
-    const claiming = 'write' in issued && ticket !== null;
-    if ('write' in issued && ticket !== null) {
+    const claiming = 'write' in issued;
+    if (claiming) {
       // stored with the step's other writes; what it claimed is sent after the commit
+      if (ticket === null) throw new SikkerError('ERR_INTERNAL', 'a claiming command without a claim ticket');
       ctx.write(issued.write, (outcome) => ctx.claimed.push({ conn: ticket.conn, rows: issued.settle(outcome).claimed ?? [] }));
     }
     ctx.change({ state: 'dispatched', command_id: issued.commandId, failures: 0, next_action_at: new Date(issued.expiresAt.getTime() + COMMAND_MARGIN_MS) },

@@ -2,11 +2,11 @@ import type { PoolClient } from 'pg';
 import { zero } from '../../shared/crypto/aead.js';
 import type { ApplySecrets, CheckSecrets, RevokeSecrets, TargetSpec } from '../../shared/protocol/rotation-commands.js';
 import type { CommandService, IssuedCommand } from '../hub/command-service.js';
+import type { VersionStore } from '../vault/version-store.js';
+import type { RunRow, TargetRow } from './rotation-dal.js';
 
 /** A command to be stored by a write sent with the step's others (CommandService.insertAndClaimWrite). */
 export type ClaimingCommand = NonNullable<ReturnType<CommandService['insertAndClaimWrite']>>;
-import type { VersionStore } from '../vault/version-store.js';
-import type { RunRow, TargetRow } from './rotation-dal.js';
 
 /** A sink delivery waits this long for an offline agent. */
 const DELIVERY_TTL_MS = 24 * 3600 * 1000;
@@ -26,8 +26,6 @@ export class RunCommands {
   /**
    * `held`: the pending value and the previous version (decrypted), when the caller has them
    * in hand (they stay the caller's to zero); else they are decrypted here.
-   */
-  /**
    * `claimExcept` (the agent's socket is held here): the command comes back as a write to send
    * with the step's others that stores it and claims the agent's open commands
    * (CommandService.insertAndClaimWrite), when it can; otherwise it is stored now.
