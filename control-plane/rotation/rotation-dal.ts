@@ -274,33 +274,43 @@ export async function updateRunWithSteps(db: Queryable, runId: string, change: R
     return [];
   }
   // $1 run id, $2–$4 the steps' columns, then the run's changes, then each write's own parameters.
-  const values: unknown[] = [runId, ...stepColumns(steps), ...keys.map((k) => change[k])];
+  const values: unknown[] = [runId, ...stepColumns(steps), ...keys.map((k) => change[k]), ...writes.flatMap((w) => w.values)];
+  const name = shapeName('run-flush', [...keys, ...writes.map((w) => `write:${w.name}${w.rows === true ? ':rows' : ''}`)]);
+  // one text per shape, built once (a write's name stands for its statement, as the prepared statement's name does)
+  let text = flushTexts.get(name);
+  if (text === undefined) {
+    text = flushText(keys, writes);
+    if (flushTexts.size < 1000) flushTexts.set(name, text);
+  }
+  const row = (await db.query<Record<string, unknown>>({ name, text, values })).rows[0];
+  return writes.map((w, i) => {
+    const outcome: WriteOutcome = { changed: Number(row?.[`w${i}`] ?? 0) };
+    if (w.rows === true) outcome.rows = (row?.[`w${i}_rows`] ?? []) as Array<Record<string, unknown>>;
+    return outcome;
+  });
+}
+
+const flushTexts = new Map<string, string>();
+
+/** {@link updateRunWithSteps}'s statement for run changes `keys` and `writes` (their parameters numbered after the run's). */
+function flushText(keys: ReadonlyArray<keyof RunChange>, writes: readonly StatementWrite[]): string {
   const ctes: string[] = [];
   if (keys.length > 0) ctes.push(`run AS (UPDATE rotation_runs SET ${[...keys.map((k, i) => `${k} = $${i + 5}`), 'updated_at = now()'].join(', ')} WHERE run_id = $1)`);
   ctes.push(`steps AS (${INSERT_STEPS})`); // no steps: inserts nothing
   const columns: string[] = [];
+  let offset = 4 + keys.length;
   for (const [i, w] of writes.entries()) {
-    const offset = values.length;
     const local = (w.before ?? []).map(([name]) => name);
     if (local.some((name) => !/^[a-z][a-z_]*$/.test(name))) throw new Error(`write ${w.name}: CTE names are lower-case letters and _`);
     // parameters numbered on from the statement's; the write's own CTE names prefixed with its number
     const rewrite = (sql: string) => local.reduce((text, name) => text.replace(new RegExp(`\\b${name}\\b`, 'g'), `w${i}_${name}`), sql.replace(/\$(\d+)/g, (_m, n: string) => `$${Number(n) + offset}`));
     for (const [name, sql] of w.before ?? []) ctes.push(`w${i}_${name} AS (${rewrite(sql)})`);
     ctes.push(`w${i} AS (${rewrite(w.sql)})`);
-    values.push(...w.values);
+    offset += w.values.length;
     columns.push(`(SELECT count(*) FROM w${i})::int AS w${i}`);
     if (w.rows === true) columns.push(`(SELECT coalesce(json_agg(w${i}), '[]'::json) FROM w${i}) AS w${i}_rows`);
   }
-  const row = (await db.query<Record<string, unknown>>({
-    name: shapeName('run-flush', [...keys, ...writes.map((w) => `write:${w.name}${w.rows === true ? ':rows' : ''}`)]),
-    text: `WITH ${ctes.join(', ')} SELECT ${columns.length > 0 ? columns.join(', ') : '1'}`,
-    values,
-  })).rows[0];
-  return writes.map((w, i) => {
-    const outcome: WriteOutcome = { changed: Number(row?.[`w${i}`] ?? 0) };
-    if (w.rows === true) outcome.rows = (row?.[`w${i}_rows`] ?? []) as Array<Record<string, unknown>>;
-    return outcome;
-  });
+  return `WITH ${ctes.join(', ')} SELECT ${columns.length > 0 ? columns.join(', ') : '1'}`;
 }
 
 /**

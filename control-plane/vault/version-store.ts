@@ -14,8 +14,6 @@ export interface LockedSecret {
   dataKey: Buffer;
   /** The highest version as of the lock. */
   maxVersion: number | null;
-  /** The version asked for. */
-  read: number | null;
   version: { plaintext: Buffer; dbUser: string | null; state: string } | null;
 }
 
@@ -93,10 +91,10 @@ export class VersionStore {
     if (row === undefined) throw new SikkerError('ERR_NOT_FOUND', 'no such secret');
     const dataKey = await this.keyring.dataKey(client, projectId, secretId, row.wrapped_data_key);
     const maxVersion = row.max_version;
-    if (read === null || row.ciphertext === null || row.state === null) return { dataKey, maxVersion, read, version: null };
+    if (read === null || row.ciphertext === null || row.state === null) return { dataKey, maxVersion, version: null };
     try {
       const plaintext = open(dataKey, row.ciphertext, { purpose: 'secret-value', projectId, secretId, secretVersion: read });
-      return { dataKey, maxVersion, read, version: { plaintext, dbUser: row.db_user, state: row.state } };
+      return { dataKey, maxVersion, version: { plaintext, dbUser: row.db_user, state: row.state } };
     } catch (err) {
       zero(dataKey);
       throw err;
