@@ -55,11 +55,6 @@ export class PasswordDerivation {
     return this.#scram.then((c) => ({ ...c, clientKey: Buffer.from(c.clientKey), serverKey: Buffer.from(c.serverKey) }));
   }
 
-  /** The verifier alone, on the same terms as {@link scramCredential}. */
-  scramSha256Verifier(password: string): Promise<string> | undefined {
-    return password === this.#password ? this.#scram.then((c) => c.verifier) : undefined;
-  }
-
   /** Zeroes the derived keys (once they exist); call when the command is done. */
   dispose(): void {
     this.#scram.then(zeroScramCredential, () => undefined);

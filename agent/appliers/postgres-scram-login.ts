@@ -14,8 +14,8 @@
  *
  * This overrides `_handleAuthSASLContinue`, an internal of `pg.Client` (pg 8): if a pg
  * release renames it, the override is simply not called and the login runs pg's own
- * PBKDF2 — slower, not wrong. test/integration/applier-postgres.test.ts checks that the
- * keys are used, so such a change shows up there.
+ * PBKDF2 — slower, not wrong. test/integration/applier-postgres-scram-login.test.ts checks
+ * that the keys are used, so such a change shows up there.
  */
 import { createHash, createHmac } from 'node:crypto';
 import pg from 'pg';

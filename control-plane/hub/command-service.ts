@@ -156,11 +156,11 @@ export class CommandService {
       settle: (outcome) => {
         const claimed = claimedWith(command.commandId, (outcome.rows ?? []).map(commandRowFromJson));
         const own = claimed?.find((r) => r.command_id === command.commandId);
-        if (claimed === null || own === undefined) {
+        if (own === undefined) {
           if (this.boxKeys.get(c.agentId) === known) this.boxKeys.delete(c.agentId);
           throw new SikkerError('ERR_CONFLICT', 'the agent\'s box key is no longer the one the command was sealed to (or the agent is gone); try again', { retryable: true });
         }
-        return { ...pick(command), generation: Number(own.generation), claimed };
+        return { ...pick(command), generation: Number(own.generation), claimed: claimed ?? [] };
       },
     };
   }

@@ -3,7 +3,7 @@ import type { PoolClient } from 'pg';
 import { open, seal, zero } from '../../shared/crypto/aead.js';
 import { hmacSha256 } from '../../shared/crypto/derive.js';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
-import { standalone, type Queryable, type StatementWrite } from '../db/queryable.js';
+import type { Queryable, StatementWrite } from '../db/queryable.js';
 import { sqlLiteral, type FirstStatement } from '../db/transaction.js';
 import type { Keyring } from './keyring.js';
 
@@ -151,17 +151,6 @@ export class VersionStore {
     return version;
   }
 
-  /**
-   * Pending becomes current, current becomes previous, the old previous loses its label; with
-   * `revokePrevious` the old current is marked revoked (replace: it no longer logs in). One
-   * statement (the label constraint is checked at its end: migration 006). Returns the old
-   * current version (null when there was none); ERR_CONFLICT when `pendingVersion` is not pending.
-   */
-  async promotePending(client: PoolClient, secretId: string, pendingVersion: number, revokePrevious: boolean): Promise<number | null> {
-    const moved = (await client.query<{ version: number; label: string | null }>(standalone(promotePendingWrite(secretId, pendingVersion, revokePrevious)))).rows;
-    return promotedPrevious(moved, pendingVersion);
-  }
-
   /** The keyed fingerprint of a value in a project: HMAC-SHA256 under the project's fingerprint key. */
   async fingerprint(db: Queryable, projectId: string, value: Buffer): Promise<Buffer> {
     return hmacSha256(await this.keyring.fingerprintKey(db, projectId), value);
@@ -208,8 +197,11 @@ export class VersionStore {
 }
 
 /**
- * {@link VersionStore.promotePending}'s statement as a write to send with others: it returns
- * the rows it moved (version and new label), which {@link promotedPrevious} reads.
+ * Pending becomes current, current becomes previous, the old previous loses its label; with
+ * `revokePrevious` the old current is marked revoked (replace: it no longer logs in). One
+ * statement (the label constraint is checked at its end: migration 006), as a write to send
+ * with others: it returns the rows it moved (version and new label), which
+ * {@link promotedPrevious} reads. Nothing moves unless `pendingVersion` is pending.
  */
 export function promotePendingWrite(secretId: string, pendingVersion: number, revokePrevious: boolean): StatementWrite {
   return {

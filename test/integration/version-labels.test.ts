@@ -1,15 +1,11 @@
 /**
  * A secret's labels: at most one version per label (migration 006's constraint), and a
- * rotation's commit moving all three labels in one statement (VersionStore.promotePending).
+ * rotation's commit moving all three labels in one statement (promotePendingWrite).
  */
 import t from 'tap';
 import { standalone } from '../../control-plane/db/queryable.js';
-import type { Keyring } from '../../control-plane/vault/keyring.js';
-import { VersionStore } from '../../control-plane/vault/version-store.js';
+import { promotedPrevious, promotePendingWrite } from '../../control-plane/vault/version-store.js';
 import { startHarness, type Harness } from '../support/control-plane-harness.js';
-
-/** promotePending only moves labels: it never needs a key. */
-const versions = new VersionStore({} as Keyring);
 
 async function secretWithVersions(t: Parameters<typeof startHarness>[0], label: string): Promise<{ h: Harness; secretId: string }> {
   const h = await startHarness(t, { label });
@@ -30,7 +26,7 @@ async function promote(h: Harness, secretId: string, version: number, revokePrev
   const client = await h.plane.pool.connect();
   try {
     await client.query('BEGIN');
-    const previous = await versions.promotePending(client, secretId, version, revokePrevious);
+    const previous = promotedPrevious((await client.query(standalone(promotePendingWrite(secretId, version, revokePrevious)))).rows, version);
     await client.query('COMMIT');
     return previous;
   } catch (err) {

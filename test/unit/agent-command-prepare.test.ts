@@ -238,10 +238,10 @@ t.test('rotation.apply – the applier gets the verifier started at acceptance, 
   t.match(await h.result(e.commandId), { outcome: 'succeeded', result: { verified: true } });
   const [req] = h.applies;
   t.ok(req?.derived instanceof PasswordDerivation, 'the apply request carries the derivation');
-  const verifier = req?.derived?.scramSha256Verifier(newPassword);
+  const verifier = req?.derived?.scramCredential(newPassword)?.then((c) => c.verifier);
   t.ok(verifier !== undefined, 'handed out for the new password');
   t.ok(await isVerifierOf((await verifier) ?? '', newPassword), 'a valid SCRAM-SHA-256 verifier of it');
-  t.equal(req?.derived?.scramSha256Verifier(`${CANARY}-other`), undefined, 'nothing for any other password');
+  t.equal(req?.derived?.scramCredential(`${CANARY}-other`)?.then((c) => c.verifier), undefined, 'nothing for any other password');
   t.notOk(JSON.stringify(req?.derived).includes(CANARY), 'the derivation does not serialise its password');
   t.notOk(h.lines.some((l) => l.includes(CANARY)), 'no password in any log line');
 });
@@ -254,7 +254,7 @@ t.test('rotation.apply – the restore after a refused verify derives its own ve
   h.send(e);
   t.match(await h.result(e.commandId), { outcome: 'failed', error: { code: 'ERR_ROTATION_VERIFY_FAILED' } });
   t.same(h.applies.map((r) => r.newPassword), [newPassword, restorePassword], 'apply, then the restore');
-  t.ok(h.applies[0]?.derived?.scramSha256Verifier(newPassword), 'the first apply had the prepared verifier');
+  t.ok(h.applies[0]?.derived?.scramCredential(newPassword)?.then((c) => c.verifier), 'the first apply had the prepared verifier');
   t.equal(h.applies[1]?.derived, undefined, 'the restore had none (the applier computes it)');
   t.notOk(h.lines.some((l) => l.includes(CANARY)), 'no password in any log line');
 });
@@ -269,7 +269,7 @@ t.test('rotation.apply – other engines get no derivation; a resumed command de
   h.journal.recordAccepted(resumed, signCommand(h.keys.serverPrivateKey, resumed));
   h.processor.resumeInterrupted();
   t.match(await h.result(resumed.commandId), { outcome: 'succeeded' });
-  t.ok(await isVerifierOf((await h.applies[1]?.derived?.scramSha256Verifier('pw-resumed')) ?? '', 'pw-resumed'), 'resumed: derived in execute, for its password');
+  t.ok(await isVerifierOf((await h.applies[1]?.derived?.scramCredential('pw-resumed')?.then((c) => c.verifier)) ?? '', 'pw-resumed'), 'resumed: derived in execute, for its password');
 });
 
 t.test('rotation.apply – a secret that cannot be opened at acceptance fails the command with the same code as unprepared', async (t) => {
@@ -321,7 +321,7 @@ t.test('password derivation – a failed derivation rejects only for whoever awa
   const dropped = PasswordDerivation.start('postgres', broken);
   const awaited = PasswordDerivation.start('postgres', broken);
   t.ok(dropped !== undefined && awaited !== undefined, 'started');
-  await t.rejects(async () => awaited?.scramSha256Verifier(broken), 'awaiting it rejects');
+  await t.rejects(async () => awaited?.scramCredential(broken)?.then((c) => c.verifier), 'awaiting it rejects');
   await new Promise((resolve) => setTimeout(resolve, 50));
   t.same(unhandled, [], 'the dropped one rejected without an unhandled rejection');
   t.equal(PasswordDerivation.start('mysql', 'pw'), undefined, 'nothing to derive for MySQL');
