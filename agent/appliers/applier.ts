@@ -11,6 +11,7 @@
  */
 import type { ApplierErrorCode } from './applier-errors.js';
 import type { PasswordDerivation } from './password-derivation.js';
+import type { WarmSocket } from './postgres-warm-socket.js';
 import type { Engine } from './target.js';
 
 /**
@@ -67,6 +68,12 @@ export interface ApplyRequest {
    * password) and computes the rest itself; engines with nothing to derive ignore it.
    */
   derived?: PasswordDerivation | undefined;
+  /**
+   * PostgreSQL, admin mode: the connection for the verify that follows, opened when the
+   * command was accepted (postgres-warm-socket.ts). The applier takes it over (it closes it
+   * when unused); without one it opens its own just before ALTER ROLE. Others ignore it.
+   */
+  warm?: WarmSocket | null | undefined;
 }
 
 export interface ApplyResponse {

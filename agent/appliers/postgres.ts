@@ -147,9 +147,9 @@ export class PostgresApplier extends ApplierBase {
     const alter = (client: pg.Client) =>
       client.query(`ALTER ROLE ${client.escapeIdentifier(req.user)} PASSWORD ${client.escapeLiteral(verifier)}`);
     if (!this.selfMode) {
-      // the connection for the verify that follows, opened while ALTER ROLE runs (postgres-warm-socket.ts)
+      // the connection for the verify that follows: opened when the command was accepted, or now (postgres-warm-socket.ts)
       this.warm?.close();
-      this.warm = WarmSocket.open(this.target.host, this.target.port);
+      this.warm = req.warm ?? WarmSocket.open(this.target.host, this.target.port);
       try {
         await this.withAdmin(alter);
       } catch (err) {
@@ -197,14 +197,13 @@ export class PostgresApplier extends ApplierBase {
     } finally {
       this.forgetApplied();
     }
-    try {
-      await client.query('SELECT 1');
-      return { outcome: 'ok' };
-    } finally {
-      // The proof is in; the goodbye (Terminate, then waiting for the server to close) is
-      // not awaited, so the result reaches the control plane ~2 ms sooner.
-      void client.end().catch(() => undefined);
-    }
+    // The login is the proof: pg's connect() resolves only at the server's first ReadyForQuery,
+    // after it accepted the password (and pg checked the server's SCRAM signature) and set up
+    // the session (database access, connection limits). A query after it would prove nothing
+    // more. The goodbye (Terminate, then waiting for the server to close) is not awaited, so
+    // the result reaches the control plane ~2 ms sooner.
+    void client.end().catch(() => undefined);
+    return { outcome: 'ok' };
   }
 
   protected doRevoke(req: RevokeRequest): Promise<RevokeResponse> {

@@ -5,6 +5,7 @@ import { ApplyPayload, ApplySecrets, type ApplyFacts } from '../../shared/protoc
 import type { Applier } from '../appliers/applier.js';
 // a value import, but driver-free: password-derivation.ts needs only node:crypto
 import { PasswordDerivation } from '../appliers/password-derivation.js';
+import type { WarmSocket } from '../appliers/postgres-warm-socket.js';
 import type { CommandContext, CommandExecutor, ResultFacts } from './command-executor.js';
 import { openSecrets, parsePayload, withApplier, type RotationExecutorDeps } from './rotation-context.js';
 
@@ -14,20 +15,42 @@ import { openSecrets, parsePayload, withApplier, type RotationExecutorDeps } fro
  * that stopped it, for `execute` to throw in turn (so the command fails as it always did).
  */
 export type PreparedApply =
-  | { ok: true; payload: ApplyPayload; secrets: ApplySecrets; derived: PasswordDerivation | undefined }
+  | { ok: true; payload: ApplyPayload; secrets: ApplySecrets; derived: PasswordDerivation | undefined; warm: WarmSocket | null }
   | { ok: false; error: unknown };
 
-/** Never throws: an error opening or checking the secrets is kept in the result. Touches no database. */
+/**
+ * Never throws: an error opening or checking the secrets is kept in the result. Sends
+ * nothing to any database: at most it opens the PostgreSQL verify login's TCP connection
+ * (postgres-warm-socket.ts), on which nothing is sent before the apply.
+ */
 function prepareApply(deps: RotationExecutorDeps, envelope: CommandEnvelope, payload: ApplyPayload): PreparedApply {
   try {
     const secrets = openSecrets(deps, envelope, ApplySecrets);
-    if (payload.target.privilege.mode === 'self' && secrets.currentPassword === undefined) {
+    const { target } = payload;
+    if (target.privilege.mode === 'self' && secrets.currentPassword === undefined) {
       throw new SikkerError('ERR_VALIDATION', 'a self-rotation apply needs the current password');
     }
-    return { ok: true, payload, secrets, derived: PasswordDerivation.start(payload.target.engine, secrets.newPassword) };
+    const derived = PasswordDerivation.start(target.engine, secrets.newPassword);
+    return { ok: true, payload, secrets, derived, warm: target.engine === 'postgres' && target.privilege.mode === 'admin' ? openWarm(deps, target.host, target.port) : null };
   } catch (error) {
     return { ok: false, error };
   }
+}
+
+/** The verify login's connection, opened now when the deps say so; null when not (or when opening it throws: the applier opens its own). */
+function openWarm(deps: RotationExecutorDeps, host: string, port: number): WarmSocket | null {
+  try {
+    return deps.openWarmSocket?.(host, port) ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** Releases what `prepareApply` holds open (the warm socket, the derived keys); for a prepared apply that is never executed too. */
+function releasePrepared(prepared: PreparedApply): void {
+  if (!prepared.ok) return;
+  prepared.warm?.close();
+  prepared.derived?.dispose();
 }
 
 /**
@@ -50,8 +73,10 @@ function prepareApply(deps: RotationExecutorDeps, envelope: CommandEnvelope, pay
  * again: it takes the payload checkPayload parsed, opens the sealed secrets and starts
  * the new password's derivation, which the applier then uses instead of computing it
  * (PostgreSQL: the SCRAM verifier, ~1 ms of PBKDF2, overlapped with the journal
- * write). Nothing reaches the database before `execute`. A command resumed after a
- * restart has no prepared value and does all of it in `execute`, with the same errors.
+ * write); for a PostgreSQL admin-mode apply it also opens the verify login's TCP
+ * connection (postgres-warm-socket.ts). Nothing is sent to the database before
+ * `execute`. A command resumed after a restart has no prepared value and does all of
+ * it in `execute`, with the same errors.
  */
 export function createApplyExecutor(deps: RotationExecutorDeps): CommandExecutor<ApplyPayload, PreparedApply> {
   return {
@@ -63,16 +88,19 @@ export function createApplyExecutor(deps: RotationExecutorDeps): CommandExecutor
     prepare(envelope, payload) {
       return prepareApply(deps, envelope, payload);
     },
+    discard(prepared) {
+      releasePrepared(prepared);
+    },
     async execute({ envelope, logger, prepared }: CommandContext<PreparedApply>): Promise<ResultFacts> {
       const ready = prepared ?? prepareApply(deps, envelope, parsePayload('rotation.apply', ApplyPayload, envelope.payload));
-      if (!ready.ok) throw ready.error;
-      const { payload, secrets, derived } = ready;
-      const { user, strategy } = payload;
-      const log = logger.child({ rotationRunId: payload.runId, attempt: payload.attempt, engine: payload.target.engine, user, strategy });
       try {
-        return await applyAndVerify(deps, payload.target, log, { user, strategy, secrets, derived });
+        if (!ready.ok) throw ready.error;
+        const { payload, secrets, derived, warm } = ready;
+        const { user, strategy } = payload;
+        const log = logger.child({ rotationRunId: payload.runId, attempt: payload.attempt, engine: payload.target.engine, user, strategy });
+        return await applyAndVerify(deps, payload.target, log, { user, strategy, secrets, derived, warm });
       } finally {
-        derived?.dispose();
+        releasePrepared(ready);
       }
     },
   };
@@ -83,11 +111,11 @@ function applyAndVerify(
   deps: RotationExecutorDeps,
   target: ApplyPayload['target'],
   log: Logger,
-  { user, strategy, secrets, derived }: { user: string; strategy: ApplyPayload['strategy']; secrets: ApplySecrets; derived: PasswordDerivation | undefined },
+  { user, strategy, secrets, derived, warm }: { user: string; strategy: ApplyPayload['strategy']; secrets: ApplySecrets; derived: PasswordDerivation | undefined; warm: WarmSocket | null },
 ): Promise<ResultFacts> {
   return withApplier(deps, target, log, async (applier) => {
-    // `derived` was started for secrets.newPassword; the restore below gets none and derives its own
-    const applied = await applier.apply({ user, newPassword: secrets.newPassword, strategy, currentPassword: secrets.currentPassword, derived });
+    // `derived` was started for secrets.newPassword, `warm` opened for its verify; the restore below gets neither
+    const applied = await applier.apply({ user, newPassword: secrets.newPassword, strategy, currentPassword: secrets.currentPassword, derived, warm });
     if (deps.crashAfterApply === true) {
       log.fatal('SIKKER_AGENT_TEST_CRASH_AT=after-apply: killing this process after the database changed');
       process.kill(process.pid, 'SIGKILL');

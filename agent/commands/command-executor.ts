@@ -41,11 +41,11 @@ export interface CommandExecutor<Payload = unknown, Prepared = unknown> {
   checkPayload(payload: Record<string, unknown>): Payload;
   /**
    * Optional. Called synchronously once the command passed every check, before it is
-   * journaled and `accepted` is sent, to start work that touches nothing outside this
-   * process (opening the sealed secrets, deriving a password verifier) so that it
+   * journaled and `accepted` is sent, to start work that sends nothing anywhere (opening
+   * the sealed secrets, deriving a password verifier, opening a TCP connection) so that it
    * overlaps with the journal write. What it returns reaches `execute` as
    * `context.prepared` — unless the journal write fails and the command is refused,
-   * in which case it is dropped unused.
+   * in which case it goes to `discard`.
    *
    * So it must not throw, and must leave no promise that could reject unobserved: a
    * failure belongs inside the returned value, for `execute` to throw, so the command
@@ -53,6 +53,12 @@ export interface CommandExecutor<Payload = unknown, Prepared = unknown> {
    * is logged with its code, and the command runs unprepared.)
    */
   prepare?(envelope: CommandEnvelope, payload: Payload): Prepared;
+  /**
+   * Optional, with `prepare` when what it returns holds something open (a socket): called
+   * instead of `execute` when the prepared command is refused after all (the journal write
+   * failed), to release it. Must not throw. `execute` releases it itself.
+   */
+  discard?(prepared: Prepared): void;
   execute(context: CommandContext<Prepared>): Promise<ResultFacts>;
 }
 

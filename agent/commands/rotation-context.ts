@@ -20,6 +20,7 @@ import type { Logger } from '../../shared/logging/logger.js';
 import type { CommandEnvelope } from '../../shared/protocol/agent-messages.js';
 import type { TargetSpec } from '../../shared/protocol/rotation-commands.js';
 import type { Applier } from '../appliers/applier.js';
+import type { WarmSocket } from '../appliers/postgres-warm-socket.js';
 import type { AdminCredentials, TargetConnection } from '../appliers/target.js';
 
 /** Builds an applier; the default is `createApplier` from agent/appliers, loaded on first use. */
@@ -39,6 +40,12 @@ export interface RotationExecutorDeps {
   mongodbCommands?: ReadonlyMap<string, MongodbCommandTemplate> | undefined;
   /** Keeps admin appliers between commands; without it every command opens and closes its own. */
   appliers?: ApplierPool | undefined;
+  /**
+   * Opens the PostgreSQL verify login's connection when an admin-mode apply is accepted
+   * (WarmSocket.open; postgres-warm-socket.ts). Absent (tests with fake appliers): the
+   * applier opens it itself, just before ALTER ROLE.
+   */
+  openWarmSocket?: ((host: string, port: number) => WarmSocket | null) | undefined;
   /** Tests only (SIKKER_AGENT_TEST_CRASH_AT=after-apply): SIGKILL the agent after the database changed, before it verifies or reports. */
   crashAfterApply?: boolean | undefined;
 }

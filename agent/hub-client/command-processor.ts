@@ -128,7 +128,8 @@ export class CommandProcessor {
     try {
       this.#o.journal.recordAccepted(envelope, signature);
     } catch (err) {
-      // `prepared` is dropped unused (prepare leaves nothing that could reject unobserved)
+      // `prepared` is released unused (prepare leaves nothing that could reject unobserved)
+      if (prepared !== undefined) this.#discard(checked.executor, prepared);
       this.#o.logger.error({ err, commandId: envelope.commandId }, 'could not journal an accepted command; refusing it');
       return this.#reject(envelope.commandId, new SikkerError('ERR_AGENT_STATE', 'the agent could not record the command durably', { retryable: true }));
     }
@@ -190,6 +191,15 @@ export class CommandProcessor {
       return { executor, payload: executor.checkPayload(envelope.payload) };
     } catch (err) {
       return refuse(err instanceof SikkerError ? err : new SikkerError('ERR_VALIDATION', 'invalid payload'));
+    }
+  }
+
+  /** Hands a prepared value that will not run to the executor's `discard`; a throwing one is logged, never thrown. */
+  #discard(executor: CommandExecutor, prepared: unknown): void {
+    try {
+      executor.discard?.(prepared);
+    } catch (err) {
+      this.#o.logger.warn({ code: err instanceof SikkerError ? err.code : undefined }, 'releasing a prepared command failed');
     }
   }
 

@@ -4,6 +4,7 @@ import type * as ExponentialBackoff from 'exponential-backoff';
 import type WebSocket from 'ws';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
+import { WarmSocket } from '../appliers/postgres-warm-socket.js';
 import { createApplyExecutor } from '../commands/apply-command.js';
 import { createCheckExecutor } from '../commands/check-command.js';
 import { ApplierPool } from '../commands/applier-pool.js';
@@ -83,6 +84,8 @@ export class HubClient extends EventEmitter<HubClientEvents> {
       adminConnections: options.adminConnections ?? new Map(),
       mongodbCommands: options.mongodbCommands ?? new Map(),
       createApplier: options.createApplier,
+      // real appliers get the verify login's connection opened at accept; injected (fake) ones do not
+      openWarmSocket: options.createApplier === undefined ? (host, port) => WarmSocket.open(host, port) : undefined,
       crashAfterApply: options.crashAfterApply,
       appliers: this.#appliers,
     };

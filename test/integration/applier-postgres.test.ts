@@ -49,6 +49,34 @@ async function createRole(t: Test, label: string, password: string): Promise<str
   return name;
 }
 
+/**
+ * A TCP proxy in front of the cluster that counts the connections it gets and forwards them,
+ * except the n-th (from 1) when `cut(n)`: that one is cut as soon as it speaks.
+ */
+async function proxyToCluster(t: Test, cut: (n: number) => boolean = () => false): Promise<{ port: number; seen: () => number }> {
+  let seen = 0;
+  const open = new Set<Socket>();
+  const proxy = createServer((inbound) => {
+    seen += 1;
+    open.add(inbound);
+    inbound.on('error', () => undefined);
+    if (cut(seen)) {
+      inbound.once('data', () => inbound.destroy());
+      return;
+    }
+    const outbound = netConnect(server.port, '127.0.0.1');
+    open.add(outbound);
+    outbound.on('error', () => inbound.destroy());
+    inbound.pipe(outbound).pipe(inbound);
+  });
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => {
+    for (const s of open) s.destroy();
+    proxy.close();
+  });
+  return { port: (proxy.address() as { port: number }).port, seen: () => seen };
+}
+
 function fixture(mode: 'admin' | 'self'): ApplierFixture {
   return {
     name: `postgres (${mode})`,
@@ -145,36 +173,37 @@ t.test('postgres: a socket opened ahead that could not connect is not used', asy
 });
 
 t.test('postgres: verify after apply – when the early socket breaks during the login, a new connection gives the answer', async (t) => {
-  // A proxy in front of the cluster that cuts the first connection as soon as it speaks (the
-  // startup packet on the socket apply opened) and forwards every later one.
-  let seen = 0;
-  const open = new Set<Socket>();
-  const proxy = createServer((inbound) => {
-    open.add(inbound);
-    inbound.on('error', () => undefined);
-    if (seen++ === 0) {
-      inbound.once('data', () => inbound.destroy());
-      return;
-    }
-    const outbound = netConnect(server.port, '127.0.0.1');
-    open.add(outbound);
-    outbound.on('error', () => inbound.destroy());
-    inbound.pipe(outbound).pipe(inbound);
-  });
-  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
-  t.teardown(() => {
-    for (const s of open) s.destroy();
-    proxy.close();
-  });
-  const port = (proxy.address() as { port: number }).port;
+  // cuts the first connection as soon as it speaks (the startup packet on the socket apply opened)
+  const proxy = await proxyToCluster(t, (n) => n === 1);
+  const { port } = proxy;
   const applier = await createApplier(target('admin', port), { url: server.superuserUrl });
   t.teardown(() => applier.close());
   const user = await createRole(t, 'proxied', randomPassword('old'));
   const next = randomPassword('new');
   await applier.apply({ user, newPassword: next, strategy: 'replace' });
   t.same(await applier.verify({ user, password: next }), { outcome: 'ok' }, 'verified on a second connection');
-  t.equal(seen, 2, 'the early socket was cut, then one more connection made');
+  t.equal(proxy.seen(), 2, 'the early socket was cut, then one more connection made');
   t.same(await applier.verify({ user, password: randomPassword('wrong') }), { outcome: 'refused' }, 'and a wrong password is still refused');
+});
+
+t.test('postgres: apply takes the socket opened when the command was accepted (ApplyRequest.warm) for its verify', async (t) => {
+  // the verify's connection is the only one that goes through the proxy (admin connects directly)
+  const proxy = await proxyToCluster(t);
+  const { port } = proxy;
+  const applier = await createApplier(target('admin', port), { url: server.superuserUrl });
+  t.teardown(() => applier.close());
+  const user = await createRole(t, 'early', randomPassword('old'));
+  const next = randomPassword('new');
+  const warm = WarmSocket.open('127.0.0.1', port);
+  await eventually(async () => (proxy.seen() === 1 ? true : undefined), 5000, 'the early socket reaching the proxy');
+  await applier.apply({ user, newPassword: next, strategy: 'replace', warm });
+  t.same(await applier.verify({ user, password: next }), { outcome: 'ok' }, 'verified');
+  t.equal(proxy.seen(), 1, 'on the early socket: no other connection was made');
+  t.equal(warm?.take(), null, 'the applier took it');
+  warm?.close(); // what the command does when it ends: a no-op for a taken socket
+  t.ok(await postgresLogsIn(server.port, user, next), 'the applied password logs in');
+  t.same(await applier.verify({ user, password: randomPassword('wrong') }), { outcome: 'refused' }, 'a wrong password is refused (on a new connection)');
+  t.equal(proxy.seen(), 2);
 });
 
 t.test('postgres: preflight – NOLOGIN role is a problem', async (t) => {

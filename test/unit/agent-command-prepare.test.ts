@@ -14,6 +14,7 @@ import { signCommand, type AgentToHub, type CommandEnvelope } from '../../shared
 import type { TargetSpec } from '../../shared/protocol/rotation-commands.js';
 import type { Applier, ApplyRequest } from '../../agent/appliers/applier.js';
 import { PasswordDerivation } from '../../agent/appliers/password-derivation.js';
+import type { WarmSocket } from '../../agent/appliers/postgres-warm-socket.js';
 import { parseScramVerifier, scramSha256Verifier } from '../../agent/appliers/postgres-scram-verifier.js';
 import { createApplyExecutor } from '../../agent/commands/apply-command.js';
 import type { CommandExecutor, ExecutorRegistry } from '../../agent/commands/command-executor.js';
@@ -172,15 +173,24 @@ t.test('prepare – a command resumed after a restart is executed without a prep
 
 // --- rotation.apply -------------------------------------------------------------------------------
 
+/** A stand-in for the verify login's early connection: records where it was opened and how often it was closed. */
+interface FakeWarm {
+  at: string;
+  closed: number;
+}
+
 interface ApplyHarness extends Harness {
   /** Every ApplyRequest the fake applier got, in order. */
   applies: ApplyRequest[];
   /** Appliers the factory built. */
   built: () => number;
+  /** Every early connection the executor opened (deps.openWarmSocket), in order. */
+  warms: FakeWarm[];
 }
 
 /** The real apply executor; the applier is a fake that refuses `refuse` at verify and records every apply. */
 function applyHarness(t: Test, options: { refuse?: string; journal?: CommandJournal } = {}): ApplyHarness {
+  const warms: FakeWarm[] = [];
   const applies: ApplyRequest[] = [];
   let built = 0;
   const fake: Applier = {
@@ -206,10 +216,20 @@ function applyHarness(t: Test, options: { refuse?: string; journal?: CommandJour
         built += 1;
         return fake;
       },
+      openWarmSocket(host, port) {
+        const warm: FakeWarm = { at: `${host}:${port}`, closed: 0 };
+        warms.push(warm);
+        return { take: () => null, close: () => void (warm.closed += 1), fake: warm } as unknown as WarmSocket;
+      },
     };
     return [createApplyExecutor(deps)];
   }, options.journal);
-  return { ...h, applies, built: () => built };
+  return { ...h, applies, built: () => built, warms };
+}
+
+/** The FakeWarm behind what an ApplyRequest carried as `warm`. */
+function fakeOf(warm: ApplyRequest['warm']): FakeWarm | undefined {
+  return (warm as unknown as { fake?: FakeWarm } | null | undefined)?.fake;
 }
 
 function target(engine: TargetSpec['engine'] = 'postgres', mode: 'admin' | 'self' = 'admin'): TargetSpec {
@@ -246,6 +266,24 @@ t.test('rotation.apply – the applier gets the verifier started at acceptance, 
   t.notOk(h.lines.some((l) => l.includes(CANARY)), 'no password in any log line');
 });
 
+t.test('rotation.apply – a PostgreSQL admin apply gets the verify connection opened at acceptance, closed when the command ends', async (t) => {
+  const h = applyHarness(t);
+  const e = applyCommand(h.keys, { newPassword: `${CANARY}-new` });
+  t.same(h.send(e), { action: 'accepted' });
+  t.same(h.warms.map((w) => w.at), ['127.0.0.1:5432'], 'opened when accepted, to the target');
+  t.match(await h.result(e.commandId), { outcome: 'succeeded' });
+  t.equal(fakeOf(h.applies[0]?.warm), h.warms[0], 'the apply request carries it');
+  t.equal(h.warms[0]?.closed, 1, 'closed once the command ended (a no-op for one the applier took)');
+  const self = applyCommand(h.keys, { newPassword: 'pw-self', currentPassword: 'pw-old' }, { target: target('postgres', 'self') });
+  const redis = applyCommand(h.keys, { newPassword: 'pw-redis' }, { target: { ...target('redis'), redisPasswordMode: 'acl' } });
+  for (const other of [self, redis]) {
+    h.send(other);
+    t.match(await h.result(other.commandId), { outcome: 'succeeded' });
+  }
+  t.equal(h.warms.length, 1, 'none for a self-rotation (it logs in as the user to apply) or another engine');
+  t.same(h.applies.slice(1).map((r) => r.warm), [null, null]);
+});
+
 t.test('rotation.apply – the restore after a refused verify derives its own verifier', async (t) => {
   const newPassword = `${CANARY}-new`;
   const restorePassword = `${CANARY}-old`;
@@ -256,6 +294,7 @@ t.test('rotation.apply – the restore after a refused verify derives its own ve
   t.same(h.applies.map((r) => r.newPassword), [newPassword, restorePassword], 'apply, then the restore');
   t.ok(h.applies[0]?.derived?.scramCredential(newPassword)?.then((c) => c.verifier), 'the first apply had the prepared verifier');
   t.equal(h.applies[1]?.derived, undefined, 'the restore had none (the applier computes it)');
+  t.equal(h.applies[1]?.warm, undefined, 'nor an early connection (the applier opens its own)');
   t.notOk(h.lines.some((l) => l.includes(CANARY)), 'no password in any log line');
 });
 
@@ -308,6 +347,7 @@ t.test('rotation.apply – the journal write fails after prepare: refused, nothi
   t.equal(h.built(), 0, 'no applier was built');
   t.same(h.applies, [], 'nothing applied');
   t.same(h.sent.map((m) => m.type), ['rejected']);
+  t.same(h.warms.map((w) => w.closed), [1], 'the connection opened at acceptance was closed (executor.discard)');
   t.same(unhandled, []);
 });
 
