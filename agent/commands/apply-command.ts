@@ -23,7 +23,7 @@ export type PreparedApply =
  * nothing to any database: at most it opens the PostgreSQL verify login's TCP connection
  * (postgres-warm-socket.ts), on which nothing is sent before the apply.
  */
-function prepareApply(deps: RotationExecutorDeps, envelope: CommandEnvelope, payload: ApplyPayload): PreparedApply {
+function prepareApply(deps: RotationExecutorDeps, envelope: CommandEnvelope, payload: ApplyPayload, runsNow: boolean): PreparedApply {
   try {
     const secrets = openSecrets(deps, envelope, ApplySecrets);
     const { target } = payload;
@@ -31,7 +31,9 @@ function prepareApply(deps: RotationExecutorDeps, envelope: CommandEnvelope, pay
       throw new SikkerError('ERR_VALIDATION', 'a self-rotation apply needs the current password');
     }
     const derived = PasswordDerivation.start(target.engine, secrets.newPassword);
-    return { ok: true, payload, secrets, derived, warm: target.engine === 'postgres' && target.privilege.mode === 'admin' ? openWarm(deps, target.host, target.port) : null };
+    // only for a command that runs now: one queued behind others would keep a server process waiting meanwhile
+    const early = runsNow && target.engine === 'postgres' && target.privilege.mode === 'admin';
+    return { ok: true, payload, secrets, derived, warm: early ? openWarm(deps, target.host, target.port) : null };
   } catch (error) {
     return { ok: false, error };
   }
@@ -73,8 +75,9 @@ function releasePrepared(prepared: PreparedApply): void {
  * again: it takes the payload checkPayload parsed, opens the sealed secrets and starts
  * the new password's derivation, which the applier then uses instead of computing it
  * (PostgreSQL: the SCRAM verifier, ~1 ms of PBKDF2, overlapped with the journal
- * write); for a PostgreSQL admin-mode apply it also opens the verify login's TCP
- * connection (postgres-warm-socket.ts). Nothing is sent to the database before
+ * write); for a PostgreSQL admin-mode apply that runs at once (no command queued ahead
+ * of it) it also opens the verify login's TCP connection (postgres-warm-socket.ts).
+ * Nothing is sent to the database before
  * `execute`. A command resumed after a restart has no prepared value and does all of
  * it in `execute`, with the same errors.
  */
@@ -85,14 +88,14 @@ export function createApplyExecutor(deps: RotationExecutorDeps): CommandExecutor
     checkPayload(payload) {
       return parsePayload('rotation.apply', ApplyPayload, payload);
     },
-    prepare(envelope, payload) {
-      return prepareApply(deps, envelope, payload);
+    prepare(envelope, payload, queue) {
+      return prepareApply(deps, envelope, payload, queue.ahead === 0);
     },
     discard(prepared) {
       releasePrepared(prepared);
     },
     async execute({ envelope, logger, prepared }: CommandContext<PreparedApply>): Promise<ResultFacts> {
-      const ready = prepared ?? prepareApply(deps, envelope, parsePayload('rotation.apply', ApplyPayload, envelope.payload));
+      const ready = prepared ?? prepareApply(deps, envelope, parsePayload('rotation.apply', ApplyPayload, envelope.payload), true);
       try {
         if (!ready.ok) throw ready.error;
         const { payload, secrets, derived, warm } = ready;

@@ -27,6 +27,15 @@ export interface CommandContext<Prepared = unknown> {
  * `Prepared` is what `prepare` returns, handed to `execute`. The command processor
  * only passes them along, between the methods of the same executor.
  */
+/** Where a command being prepared stands in the queue. */
+export interface PrepareQueue {
+  /**
+   * Commands accepted before it and not finished: it runs once they have. Work that holds
+   * something open until the command runs (a connection) is only worth starting at 0.
+   */
+  ahead: number;
+}
+
 export interface CommandExecutor<Payload = unknown, Prepared = unknown> {
   readonly kind: CommandKind;
   /**
@@ -52,7 +61,7 @@ export interface CommandExecutor<Payload = unknown, Prepared = unknown> {
    * gets the same `failed` result as without `prepare`. (A `prepare` that throws anyway
    * is logged with its code, and the command runs unprepared.)
    */
-  prepare?(envelope: CommandEnvelope, payload: Payload): Prepared;
+  prepare?(envelope: CommandEnvelope, payload: Payload, queue: PrepareQueue): Prepared;
   /**
    * Optional, with `prepare` when what it returns holds something open (a socket): called
    * instead of `execute` when the prepared command is refused after all (the journal write

@@ -207,7 +207,7 @@ export class CommandProcessor {
   #prepare(executor: CommandExecutor, envelope: CommandEnvelope, payload: unknown): unknown {
     if (executor.prepare === undefined) return undefined;
     try {
-      return executor.prepare(envelope, payload);
+      return executor.prepare(envelope, payload, { ahead: this.#pending });
     } catch (err) {
       // The command then runs unprepared, as after a restart, and fails (or not) as it would have.
       // Only the code is logged: this error did not pass the executor's own sanitising.

@@ -142,7 +142,7 @@ function executors(extra: Partial<RotationExecutorDeps> = {}): Executors {
     lines,
     async run(executor, e) {
       const payload = executor.checkPayload(e.payload);
-      const prepared = executor.prepare?.(e, payload);
+      const prepared = executor.prepare?.(e, payload, { ahead: 0 });
       return executor.execute({ envelope: e, logger: logger.child({ commandId: e.commandId, kind: e.kind }), prepared });
     },
     async runUnprepared(executor, e) {

@@ -189,7 +189,7 @@ interface ApplyHarness extends Harness {
 }
 
 /** The real apply executor; the applier is a fake that refuses `refuse` at verify and records every apply. */
-function applyHarness(t: Test, options: { refuse?: string; journal?: CommandJournal } = {}): ApplyHarness {
+function applyHarness(t: Test, options: { refuse?: string; journal?: CommandJournal; firstApplyWaitsFor?: Promise<void> } = {}): ApplyHarness {
   const warms: FakeWarm[] = [];
   const applies: ApplyRequest[] = [];
   let built = 0;
@@ -198,6 +198,7 @@ function applyHarness(t: Test, options: { refuse?: string; journal?: CommandJour
     preflight: () => Promise.reject(new Error('not used')),
     async apply(req) {
       applies.push(req);
+      if (applies.length === 1) await options.firstApplyWaitsFor;
       return { strategy: req.strategy, oldPasswordRetained: false, unchanged: false, persisted: true };
     },
     async verify(req) {
@@ -282,6 +283,19 @@ t.test('rotation.apply – a PostgreSQL admin apply gets the verify connection o
   }
   t.equal(h.warms.length, 1, 'none for a self-rotation (it logs in as the user to apply) or another engine');
   t.same(h.applies.slice(1).map((r) => r.warm), [null, null]);
+});
+
+t.test('rotation.apply – a command queued behind another gets no early connection (the applier opens it when it runs)', async (t) => {
+  let release = (): void => undefined;
+  const h = applyHarness(t, { firstApplyWaitsFor: new Promise<void>((resolve) => (release = resolve)) });
+  const first = applyCommand(h.keys, { newPassword: 'pw-first' });
+  const queued = applyCommand(h.keys, { newPassword: 'pw-queued' });
+  t.same(h.send(first), { action: 'accepted' });
+  t.same(h.send(queued), { action: 'accepted' }, 'accepted while the first one runs');
+  t.equal(h.warms.length, 1, 'only the command that ran at once opened one');
+  release();
+  t.match(await h.result(queued.commandId), { outcome: 'succeeded' });
+  t.same(h.applies.map((r) => r.warm === null), [false, true]);
 });
 
 t.test('rotation.apply – the restore after a refused verify derives its own verifier', async (t) => {
