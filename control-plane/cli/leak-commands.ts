@@ -7,7 +7,7 @@ import { LeakByNameRequest, LeakByValueRequest, LeakReport, LeakStarted } from '
 import { parseDurationSeconds, parseSecretRef, parseWholeNumber, parseWith, projectPath } from './cli-arguments.js';
 import type { CliContext } from './cli-context.js';
 import { formatTable, orDash } from './output.js';
-import { isInteractive, readAllText, stripOneNewline } from './stdin-input.js';
+import { isInteractive, readSecretText, stripOneNewline } from './stdin-input.js';
 
 interface LeakOptions {
   value?: boolean;
@@ -42,8 +42,8 @@ async function start(ctx: CliContext, client: SignedClient, ref: string | undefi
   const killSessions = opts.killSessions === true;
   if (opts.value === true) {
     if (ref !== undefined) throw new SikkerError('ERR_VALIDATION', 'give either PROJECT/SECRET or --value, not both');
-    if (isInteractive(ctx.io.stdin)) ctx.out.note('paste the leaked value, then press Ctrl-D');
-    const value = stripOneNewline(await readAllText(ctx.io.stdin, 65536, 'leaked value'));
+    if (isInteractive(ctx.io.stdin)) ctx.out.note('paste the leaked value (it is not shown), then press Ctrl-D');
+    const value = stripOneNewline(await readSecretText(ctx.io.stdin, 65536, 'leaked value'));
     if (value === '') throw new SikkerError('ERR_VALIDATION', 'the leaked value on stdin is empty');
     const body = parseWith(LeakByValueRequest, { value, killSessions, ...(opts.project === undefined ? {} : { project: opts.project }) }, 'leak');
     return client.request('POST', '/v1/leaks/by-value', body, LeakStarted);

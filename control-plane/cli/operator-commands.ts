@@ -8,7 +8,7 @@ import { parseWholeNumber, parseWith } from './cli-arguments.js';
 import type { CliContext } from './cli-context.js';
 import { defaultIdentityName, prepareUnenrolledIdentity, saveEnrollment } from './identity-setup.js';
 import { describeError, formatTable, orDash } from './output.js';
-import { isInteractive, readAllText } from './stdin-input.js';
+import { isInteractive, readSecretText } from './stdin-input.js';
 
 /** Registers `sikker operator init|unseal|seal|status`. */
 export function registerOperatorCommands(program: Command, ctx: CliContext): void {
@@ -105,8 +105,8 @@ function printShares(
 
 async function unsealVault(ctx: CliContext, cmd: Command): Promise<void> {
   const client = ctx.unsignedClient(cmd);
-  if (isInteractive(ctx.io.stdin)) ctx.out.note('paste ONE unseal share, then press Enter and Ctrl-D');
-  const share = (await readAllText(ctx.io.stdin, 4096, 'unseal share')).trim();
+  if (isInteractive(ctx.io.stdin)) ctx.out.note('paste ONE unseal share (it is not shown), then press Ctrl-D');
+  const share = (await readSecretText(ctx.io.stdin, 4096, 'unseal share')).trim();
   if (share === '') {
     throw new SikkerError('ERR_VALIDATION', 'no unseal share on stdin (e.g. sikker operator unseal < share.txt)');
   }

@@ -14,7 +14,7 @@ import {
 import { parseSecretRef, parseWith, projectPath, queryString, secretPath } from './cli-arguments.js';
 import type { CliContext } from './cli-context.js';
 import { formatTable, orDash } from './output.js';
-import { isInteractive, readAllText, stripOneNewline } from './stdin-input.js';
+import { isInteractive, readSecretText, stripOneNewline } from './stdin-input.js';
 
 const MAX_VALUE_CHARS = 65536;
 /** UTF-8 needs at most 4 bytes per UTF-16 unit counted by the schema, plus a CR LF. */
@@ -79,8 +79,8 @@ export function registerSecretCommands(program: Command, ctx: CliContext): void 
 async function putSecret(ctx: CliContext, cmd: Command, ref: string, pending: boolean): Promise<void> {
   const target = parseSecretRef(ref);
   const client = ctx.signedClient(cmd);
-  if (isInteractive(ctx.io.stdin)) ctx.out.note('type or paste the secret value, then press Ctrl-D (your terminal shows what you type: prefer piping it in, e.g. from a password manager)');
-  const value = stripOneNewline(await readAllText(ctx.io.stdin, MAX_VALUE_BYTES, 'secret value'));
+  if (isInteractive(ctx.io.stdin)) ctx.out.note('type or paste the secret value (it is not shown), then press Ctrl-D');
+  const value = stripOneNewline(await readSecretText(ctx.io.stdin, MAX_VALUE_BYTES, 'secret value'));
   if (value === '') throw new SikkerError('ERR_VALIDATION', 'secret value on stdin is empty');
   if (value.length > MAX_VALUE_CHARS) {
     throw new SikkerError('ERR_VALIDATION', `secret value is longer than ${MAX_VALUE_CHARS} characters`);

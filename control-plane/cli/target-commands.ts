@@ -6,7 +6,7 @@ import { ProjectName } from '../../shared/protocol/api.js';
 import { collect, parseWholeNumber, parseWith, projectPath } from './cli-arguments.js';
 import type { CliContext } from './cli-context.js';
 import { formatTable, orDash } from './output.js';
-import { isInteractive, readAllText, stripOneNewline } from './stdin-input.js';
+import { isInteractive, readSecretText, stripOneNewline } from './stdin-input.js';
 
 export interface TargetRef {
   project: string;
@@ -151,8 +151,8 @@ function describeTarget(t: z.infer<typeof Target>): string {
 }
 
 async function readPassword(ctx: CliContext): Promise<string> {
-  if (isInteractive(ctx.io.stdin)) ctx.out.note('type or paste the password that logs in now, then press Ctrl-D (your terminal shows what you type: prefer piping it in)');
-  const value = stripOneNewline(await readAllText(ctx.io.stdin, 1024, 'password'));
+  if (isInteractive(ctx.io.stdin)) ctx.out.note('type or paste the password that logs in now (it is not shown), then press Ctrl-D');
+  const value = stripOneNewline(await readSecretText(ctx.io.stdin, 1024, 'password'));
   if (value === '') throw new SikkerError('ERR_VALIDATION', 'the password on stdin is empty');
   return value;
 }
