@@ -206,7 +206,7 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
     services: { seal, identities, projects, secrets, keyRotation, audit, commands, targets, policies, rotations, engine, scheduler, alerter, versions: versionStore },
     async listen() {
       await app.listen({ host: config.listenHost, port: config.listenPort });
-      hub.attach(app.server, bus);
+      hub.attach(app.server);
       scheduler.start();
       const address = app.server.address();
       if (address === null || typeof address === 'string') throw new SikkerError('ERR_INTERNAL', 'server has no TCP address');

@@ -12,7 +12,6 @@ import { statusFor } from '../http/error-mapping.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import { AgentConnection } from './agent-connection.js';
 import { disabledAmong, isActiveAgent, markConnected, markDisconnected, recordHello, touchHeartbeats } from './agent-dal.js';
-import type { CommandBus } from './command-bus.js';
 import { agentsWithOpenCommands, claimOpenCommands, completeCommand, expireCommands, markAccepted, markDelivered, openCommands, type CommandRow } from './command-dal.js';
 import type { CommandService } from './command-service.js';
 
@@ -71,7 +70,6 @@ export class HubServer {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES, maxFragments: MAX_FRAGMENTS, perMessageDeflate: false, clientTracking: false });
   private readonly connections = new Map<string, AgentConnection>();
   private readonly timers: NodeJS.Timeout[] = [];
-  private bus: CommandBus | null = null;
   private readonly trust: ((addr: string, i: number) => boolean) | null;
   private readonly finishedListeners: Array<(commandId: string) => void> = [];
   private resultClaimer: ResultClaimer | null = null;
@@ -112,8 +110,7 @@ export class HubServer {
   }
 
   /** Starts answering upgrades on `server` and the heartbeat and sweep timers. */
-  attach(server: Server, bus: CommandBus): void {
-    this.bus = bus;
+  attach(server: Server): void {
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => void this.handleUpgrade(req, socket, head));
     this.timers.push(setInterval(() => this.heartbeat(), this.options.heartbeatMs));
     this.timers.push(setInterval(() => void this.sweep(), this.options.sweepMs ?? 2000));
