@@ -77,9 +77,8 @@ function releasePrepared(prepared: PreparedApply): void {
  * (PostgreSQL: the SCRAM verifier, ~1 ms of PBKDF2, overlapped with the journal
  * write); for a PostgreSQL admin-mode apply that runs at once (no command queued ahead
  * of it) it also opens the verify login's TCP connection (postgres-warm-socket.ts).
- * Nothing is sent to the database before
- * `execute`. A command resumed after a restart has no prepared value and does all of
- * it in `execute`, with the same errors.
+ * Nothing is sent to the database before `execute`. A command resumed after a restart
+ * has no prepared value and does all of it in `execute`, with the same errors.
  */
 export function createApplyExecutor(deps: RotationExecutorDeps): CommandExecutor<ApplyPayload, PreparedApply> {
   return {

@@ -18,15 +18,6 @@ export interface CommandContext<Prepared = unknown> {
   prepared?: Prepared | undefined;
 }
 
-/**
- * One kind of command. `execute` resolves with the facts to report, or throws a
- * SikkerError whose code and message go to the hub (so neither may hold a secret).
- * Any other thrown value is reported as ERR_INTERNAL without its message.
- *
- * `Payload` is what `checkPayload` returns (the payload parsed), handed to `prepare`;
- * `Prepared` is what `prepare` returns, handed to `execute`. The command processor
- * only passes them along, between the methods of the same executor.
- */
 /** Where a command being prepared stands in the queue. */
 export interface PrepareQueue {
   /**
@@ -36,6 +27,15 @@ export interface PrepareQueue {
   ahead: number;
 }
 
+/**
+ * One kind of command. `execute` resolves with the facts to report, or throws a
+ * SikkerError whose code and message go to the hub (so neither may hold a secret).
+ * Any other thrown value is reported as ERR_INTERNAL without its message.
+ *
+ * `Payload` is what `checkPayload` returns (the payload parsed), handed to `prepare`;
+ * `Prepared` is what `prepare` returns, handed to `execute`. The command processor
+ * only passes them along, between the methods of the same executor.
+ */
 export interface CommandExecutor<Payload = unknown, Prepared = unknown> {
   readonly kind: CommandKind;
   /**

@@ -10,7 +10,7 @@ import { ENROLLING_IDENTITY, newNonce } from '../../shared/signing/request-signa
 import { parseWith } from './cli-arguments.js';
 import type { CliContext } from './cli-context.js';
 import { defaultIdentityName, prepareUnenrolledIdentity, saveEnrollment } from './identity-setup.js';
-import { readSecretText } from './stdin-input.js';
+import { isInteractive, readSecretText } from './stdin-input.js';
 
 /** Registers `sikker identity enroll|rekey` (the commands that create or replace this host's key). */
 export function registerIdentityKeyCommands(identity: Command, ctx: CliContext): void {
@@ -26,6 +26,7 @@ export function registerIdentityKeyCommands(identity: Command, ctx: CliContext):
 
 async function enroll(ctx: CliContext, cmd: Command, opts: { token: string; name?: string }): Promise<void> {
   const config = ctx.config(cmd);
+  if (opts.token === '-' && isInteractive(ctx.io.stdin)) ctx.out.note('paste the join token (it is not shown), then press Ctrl-D');
   const tokenText = opts.token === '-' ? (await readSecretText(ctx.io.stdin, 4096, 'join token')).trim() : opts.token;
   const token = parseWith(EnrollRequest.shape.token, tokenText, '--token');
   const name = parseWith(IdentityName, opts.name ?? defaultIdentityName(ctx.io.env), '--name');
