@@ -6,8 +6,8 @@ import type { AuditChainWriter } from '../audit/audit-appender.js';
 import { withTransaction } from '../db/transaction.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import { checkPolicy, requirePreflight, schedulePolicyOf } from './policy-rules.js';
-import { findPolicy, upsertPolicy, type PolicyRow, type TargetRow } from './rotation-dal.js';
-import { nextRunAt } from './schedule.js';
+import { findPolicy, upsertPolicy, type NextRun, type PolicyRow, type TargetRow } from './rotation-dal.js';
+import { nextRun } from './schedule.js';
 import type { TargetService } from './target-service.js';
 
 /** Rotation policies: one per target. `next_run_at` in PostgreSQL is the schedule of record. */
@@ -32,13 +32,13 @@ export class PolicyService {
   async set(caller: AuthIdentity, sourceIp: string, project: string, targetName: string, spec: PolicySpec, options: { paused: boolean; nextRunAt?: string | undefined }): Promise<PolicyRow> {
     const target = await this.targets.resolve(caller, project, targetName, 'target.write');
     checkPolicy(spec, target, !options.paused);
-    const next = options.nextRunAt === undefined ? nextRunAt(schedulePolicyOf(spec), new Date(), Math.random) : futureDate(options.nextRunAt);
+    const next = options.nextRunAt === undefined ? nextRun(schedulePolicyOf(spec), new Date(), Math.random) : chosen(options.nextRunAt);
     const state = options.paused ? 'paused' : 'active';
     await withTransaction(this.pool, this.logger, async (client) => {
-      await upsertPolicy(client, { targetId: target.target_id, spec, state, nextRunAt: next, updatedBy: caller.identityId });
+      await upsertPolicy(client, { targetId: target.target_id, spec, state, next, updatedBy: caller.identityId });
       await this.chain.append(client, [{
         identityId: caller.identityId, sourceIp, action: 'policy.set', projectId: target.project_id, secretId: target.secret_id, outcome: 'success',
-        detail: { target: targetName, strategy: spec.strategy, schedule: spec.schedule.kind === 'every' ? `every ${spec.schedule.seconds}s` : spec.schedule.expression, timeZone: spec.timeZone, state, nextRunAt: next.toISOString() },
+        detail: { target: targetName, strategy: spec.strategy, schedule: spec.schedule.kind === 'every' ? `every ${spec.schedule.seconds}s` : spec.schedule.expression, timeZone: spec.timeZone, state, nextRunAt: next.at.toISOString() },
       }]);
     });
     return this.require(target);
@@ -47,35 +47,40 @@ export class PolicyService {
   async pause(caller: AuthIdentity, sourceIp: string, project: string, targetName: string): Promise<PolicyRow> {
     return this.change(caller, sourceIp, project, targetName, 'policy.pause', async (target, policy) => {
       void target;
-      return { state: 'paused', nextRunAt: policy.next_run_at };
+      return { state: 'paused', next: policy.next_run_at === null ? null : { at: policy.next_run_at, base: policy.next_base_at ?? policy.next_run_at } };
     });
   }
 
-  /** Resumes; a `next_run_at` that passed while paused becomes the next occurrence from now (no burst of catch-up runs). */
+  /**
+   * Resumes; a `next_run_at` that passed while paused becomes the next occurrence from now
+   * (no burst of catch-up runs; an `every` schedule keeps its steps: nextRun).
+   */
   async resume(caller: AuthIdentity, sourceIp: string, project: string, targetName: string): Promise<PolicyRow> {
     return this.change(caller, sourceIp, project, targetName, 'policy.resume', async (target, policy) => {
       requirePreflight(target, policy.spec.strategy);
-      const keep = policy.next_run_at !== null && policy.next_run_at.getTime() > Date.now();
-      return { state: 'active', nextRunAt: keep ? policy.next_run_at : nextRunAt(schedulePolicyOf(policy.spec), new Date(), Math.random, policy.last_run_at ?? undefined) };
+      const { next_run_at: at, next_base_at: base } = policy;
+      if (at !== null && at.getTime() > Date.now()) return { state: 'active', next: { at, base: base ?? at } };
+      return { state: 'active', next: nextRun(schedulePolicyOf(policy.spec), new Date(), Math.random, policy.last_run_at ?? undefined, base ?? at ?? undefined) };
     });
   }
 
   /** A DBA moves the next rotation (e.g. out of a freeze). The schedule continues from that rotation. */
   async setNextRun(caller: AuthIdentity, sourceIp: string, project: string, targetName: string, at: string): Promise<PolicyRow> {
-    return this.change(caller, sourceIp, project, targetName, 'policy.next', async (_target, policy) => ({ state: policy.state, nextRunAt: futureDate(at) }));
+    return this.change(caller, sourceIp, project, targetName, 'policy.next', async (_target, policy) => ({ state: policy.state, next: chosen(at) }));
   }
 
   private async change(caller: AuthIdentity, sourceIp: string, project: string, targetName: string, action: string,
-    decide: (target: TargetRow, policy: PolicyRow) => Promise<{ state: 'active' | 'paused'; nextRunAt: Date | null }>): Promise<PolicyRow> {
+    decide: (target: TargetRow, policy: PolicyRow) => Promise<{ state: 'active' | 'paused'; next: NextRun | null }>): Promise<PolicyRow> {
     const target = await this.targets.resolve(caller, project, targetName, 'target.write');
     await withTransaction(this.pool, this.logger, async (client) => {
       const policy = (await client.query<PolicyRow>('SELECT * FROM policies WHERE target_id = $1 FOR UPDATE', [target.target_id])).rows[0];
       if (policy === undefined) throw new SikkerError('ERR_NOT_FOUND', `target "${targetName}" has no policy (sikker policy set)`);
       const next = await decide(target, policy);
-      await client.query('UPDATE policies SET state = $2, next_run_at = $3, updated_by = $4, updated_at = now() WHERE target_id = $1', [target.target_id, next.state, next.nextRunAt, caller.identityId]);
+      await client.query('UPDATE policies SET state = $2, next_run_at = $3, next_base_at = $4, updated_by = $5, updated_at = now() WHERE target_id = $1',
+        [target.target_id, next.state, next.next?.at ?? null, next.next?.base ?? null, caller.identityId]);
       await this.chain.append(client, [{
         identityId: caller.identityId, sourceIp, action, projectId: target.project_id, secretId: target.secret_id, outcome: 'success',
-        detail: { target: targetName, state: next.state, nextRunAt: next.nextRunAt?.toISOString() ?? null },
+        detail: { target: targetName, state: next.state, nextRunAt: next.next?.at.toISOString() ?? null },
       }]);
     });
     return this.require(target);
@@ -86,6 +91,12 @@ export class PolicyService {
     if (policy === null) throw new SikkerError('ERR_NOT_FOUND', `target "${target.name}" has no policy (sikker policy set)`);
     return policy;
   }
+}
+
+/** A next rotation a DBA chose: the schedule steps on from it (it is its own base). */
+function chosen(iso: string): NextRun {
+  const at = futureDate(iso);
+  return { at, base: at };
 }
 
 function futureDate(iso: string): Date {

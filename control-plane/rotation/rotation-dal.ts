@@ -42,18 +42,18 @@ export async function findTargetInProject(db: Queryable, projectName: string, na
 
 /** {@link findTargetInProject} and the target's policy ({@link findPolicy}; null: none) in one round trip. */
 export async function findTargetAndPolicyInProject(db: Queryable, projectName: string, name: string): Promise<{ target: TargetRow; policy: PolicyRow | null } | null> {
-  const row = (await db.query<TargetRow & { policy_spec: PolicySpec | null; policy_state: PolicyRow['state'] | null; policy_next_run_at: Date | null; policy_last_run_at: Date | null; policy_updated_at: Date | null }>({
+  const row = (await db.query<TargetRow & { policy_spec: PolicySpec | null; policy_state: PolicyRow['state'] | null; policy_next_run_at: Date | null; policy_next_base_at: Date | null; policy_last_run_at: Date | null; policy_updated_at: Date | null }>({
     name: 'target-and-policy-in-project',
-    text: `SELECT tg.*, pol.spec AS policy_spec, pol.state AS policy_state, pol.next_run_at AS policy_next_run_at,
+    text: `SELECT tg.*, pol.spec AS policy_spec, pol.state AS policy_state, pol.next_run_at AS policy_next_run_at, pol.next_base_at AS policy_next_base_at,
                   pol.last_run_at AS policy_last_run_at, pol.updated_at AS policy_updated_at
              FROM (${TARGET_SELECT} WHERE p.name = $1 AND t.name = $2) tg
              LEFT JOIN policies pol ON pol.target_id = tg.target_id`,
     values: [projectName, name],
   })).rows[0];
   if (row === undefined) return null;
-  const { policy_spec: spec, policy_state: state, policy_next_run_at: nextRunAt, policy_last_run_at: lastRunAt, policy_updated_at: updatedAt, ...target } = row;
+  const { policy_spec: spec, policy_state: state, policy_next_run_at: nextRunAt, policy_next_base_at: nextBaseAt, policy_last_run_at: lastRunAt, policy_updated_at: updatedAt, ...target } = row;
   const policy = spec === null || state === null || updatedAt === null ? null
-    : { target_id: target.target_id, spec, state, next_run_at: nextRunAt, last_run_at: lastRunAt, updated_at: updatedAt };
+    : { target_id: target.target_id, spec, state, next_run_at: nextRunAt, next_base_at: nextBaseAt, last_run_at: lastRunAt, updated_at: updatedAt };
   return { target, policy };
 }
 
@@ -75,6 +75,8 @@ export interface PolicyRow {
   spec: PolicySpec;
   state: 'active' | 'paused';
   next_run_at: Date | null;
+  /** The base `next_run_at` was drawn from (schedule.ts nextRun); null when unknown. */
+  next_base_at: Date | null;
   last_run_at: Date | null;
   updated_at: Date;
 }
@@ -83,13 +85,19 @@ export async function findPolicy(db: Queryable, targetId: string): Promise<Polic
   return (await db.query<PolicyRow>({ name: 'policy-by-target', text: 'SELECT * FROM policies WHERE target_id = $1', values: [targetId] })).rows[0] ?? null;
 }
 
-export async function upsertPolicy(db: Queryable, p: { targetId: string; spec: PolicySpec; state: 'active' | 'paused'; nextRunAt: Date | null; updatedBy: string }): Promise<void> {
+export async function upsertPolicy(db: Queryable, p: { targetId: string; spec: PolicySpec; state: 'active' | 'paused'; next: NextRun | null; updatedBy: string }): Promise<void> {
   await db.query(
-    `INSERT INTO policies (target_id, spec, state, next_run_at, updated_by) VALUES ($1, $2, $3, $4, $5)
+    `INSERT INTO policies (target_id, spec, state, next_run_at, next_base_at, updated_by) VALUES ($1, $2, $3, $4, $5, $6)
      ON CONFLICT (target_id) DO UPDATE SET spec = EXCLUDED.spec, state = EXCLUDED.state, next_run_at = EXCLUDED.next_run_at,
-                                           updated_by = EXCLUDED.updated_by, updated_at = now()`,
-    [p.targetId, JSON.stringify(p.spec), p.state, p.nextRunAt, p.updatedBy],
+                                           next_base_at = EXCLUDED.next_base_at, updated_by = EXCLUDED.updated_by, updated_at = now()`,
+    [p.targetId, JSON.stringify(p.spec), p.state, p.next?.at ?? null, p.next?.base ?? null, p.updatedBy],
   );
+}
+
+/** A policy's next rotation and the base it was drawn from (schedule.ts nextRun). */
+export interface NextRun {
+  at: Date;
+  base: Date;
 }
 
 export type RunState = 'created' | 'pending' | 'dispatched' | 'uncertain' | 'committed' | 'revoking' | 'done' | 'failed' | 'parked';
@@ -179,11 +187,12 @@ export async function addFirstSteps(db: Queryable, steps: Array<{ runId: string;
     [steps.map((s) => s.runId), steps.map((s) => JSON.stringify(s.detail))]);
 }
 
-/** Moves many policies' next rotation times. */
-export async function moveSchedules(db: Queryable, moves: Array<{ targetId: string; next: Date }>): Promise<void> {
+/** Moves many policies' next rotation times (and their bases). */
+export async function moveSchedules(db: Queryable, moves: Array<{ targetId: string; next: NextRun }>): Promise<void> {
   if (moves.length === 0) return;
-  await db.query('UPDATE policies p SET next_run_at = u.next FROM unnest($1::uuid[], $2::timestamptz[]) AS u(target_id, next) WHERE p.target_id = u.target_id',
-    [moves.map((m) => m.targetId), moves.map((m) => m.next)]);
+  await db.query(`UPDATE policies p SET next_run_at = u.next, next_base_at = u.base
+                    FROM unnest($1::uuid[], $2::timestamptz[], $3::timestamptz[]) AS u(target_id, next, base) WHERE p.target_id = u.target_id`,
+    [moves.map((m) => m.targetId), moves.map((m) => m.next.at), moves.map((m) => m.next.base)]);
 }
 
 export async function openRunOf(db: Queryable, targetId: string): Promise<RunRow | null> {

@@ -9,7 +9,7 @@ import { withTransaction } from '../db/transaction.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import { addFirstSteps, dueRuns, insertRuns, moveSchedules } from './rotation-dal.js';
 import type { RotationEngine } from './rotation-engine.js';
-import { nextRunAt } from './schedule.js';
+import { nextRun } from './schedule.js';
 import { schedulePolicyOf, userForNextRun } from './policy-rules.js';
 
 /** Due policies claimed per transaction, and runs advanced per sweep. */
@@ -24,6 +24,7 @@ interface DuePolicyRow {
   secret_id: string;
   spec: PolicySpec;
   next_run_at: Date;
+  next_base_at: Date | null;
   last_run_at: Date | null;
   user: string;
   alternate_user: string | null;
@@ -122,7 +123,7 @@ export class RotationScheduler {
   private async claimDuePolicies(): Promise<{ claimed: number; runs: string[] }> {
     return withTransaction(this.pool, this.logger, async (client) => {
       const due = (await client.query<DuePolicyRow>(
-        `SELECT p.target_id, t.project_id, t.secret_id, p.spec, p.next_run_at, p.last_run_at, t.spec->>'user' AS user, t.alternate_user,
+        `SELECT p.target_id, t.project_id, t.secret_id, p.spec, p.next_run_at, p.next_base_at, p.last_run_at, t.spec->>'user' AS user, t.alternate_user,
                 v.version AS current_version, v.db_user AS current_user
            FROM policies p
            JOIN targets t ON t.target_id = p.target_id
@@ -149,7 +150,8 @@ export class RotationScheduler {
           identityId: null, sourceIp: null, action: 'rotation.start', projectId: p.policy.project_id, secretId: p.policy.secret_id, outcome: 'success', detail: { runId: p.run.runId, trigger: 'schedule' },
         })));
       }
-      await moveSchedules(client, due.map((policy) => ({ targetId: policy.target_id, next: nextRunAt(schedulePolicyOf(policy.spec), now, Math.random, now) })));
+      // every N: on from the base this run was due at, so its lateness and jitter do not carry over
+      await moveSchedules(client, due.map((policy) => ({ targetId: policy.target_id, next: nextRun(schedulePolicyOf(policy.spec), now, Math.random, now, policy.next_base_at ?? policy.next_run_at) })));
       const runs = started.map((p) => p.run.runId);
       return { claimed: due.length, runs };
     });

@@ -120,11 +120,27 @@ export function validateSchedule(p: SchedulePolicy): void {
  * policy and `ERR_INTERNAL` for an invalid `from` or `rand` value.
  */
 export function nextRunAt(p: SchedulePolicy, from: Date, rand: () => number, lastRunAt?: Date): Date {
+  return nextRun(p, from, rand, lastRunAt).at;
+}
+
+/**
+ * {@link nextRunAt}, and the base it was drawn from (step 1, before window and jitter),
+ * which the caller keeps for the next call as `previousBase`. With it, an `every` schedule
+ * steps on from that base — the first of `previousBase + k · seconds` after `from` — rather
+ * than from `from`: the run's lateness and its jitter never shift later runs, and runs
+ * missed while nothing was running are skipped, not made up. Cron schedules have their own
+ * grid and ignore it.
+ */
+export function nextRun(p: SchedulePolicy, from: Date, rand: () => number, lastRunAt?: Date, previousBase?: Date): { at: Date; base: Date } {
   validateSchedule(p);
-  const fromMs = instantOf(from, 'from');
-  const base = baseRunAt(p, fromMs);
+  const base = baseRunAt(p, instantOf(from, 'from'), previousBase === undefined ? undefined : instantOf(previousBase, 'previousBase'));
+  return { at: new Date(placeRun(p, base, rand, lastRunAt)), base: new Date(base) };
+}
+
+/** Steps 2–4 of {@link nextRunAt} for `base`. */
+function placeRun(p: SchedulePolicy, base: number, rand: () => number, lastRunAt: Date | undefined): number {
   const maxJitterMs = p.jitterSeconds * SECOND_MS;
-  if (p.window === undefined) return new Date(base + jitterMs(maxJitterMs, rand));
+  if (p.window === undefined) return base + jitterMs(maxJitterMs, rand);
 
   const window = compileWindow(p.window);
   const tz = p.timeZone;
@@ -139,7 +155,7 @@ export function nextRunAt(p: SchedulePolicy, from: Date, rand: () => number, las
       runAt = next.start + jitterMs(Math.min(maxJitterMs, next.end - next.start), rand);
     }
   }
-  return new Date(runAt);
+  return runAt;
 }
 
 /** Whether `date`'s wall-clock time in `tz` lies in the window (start inclusive, end exclusive). */
@@ -268,8 +284,13 @@ function instantOf(date: Date, name: string): number {
 
 // ---- schedule arithmetic ----------------------------------------------------
 
-function baseRunAt(p: SchedulePolicy, fromMs: number): number {
-  if (p.schedule.kind === 'every') return fromMs + p.schedule.seconds * SECOND_MS;
+function baseRunAt(p: SchedulePolicy, fromMs: number, previousBaseMs?: number): number {
+  if (p.schedule.kind === 'every') {
+    const stepMs = p.schedule.seconds * SECOND_MS;
+    if (previousBaseMs === undefined || previousBaseMs > fromMs) return fromMs + stepMs;
+    // the first step of previousBase's grid strictly after from
+    return previousBaseMs + (Math.floor((fromMs - previousBaseMs) / stepMs) + 1) * stepMs;
+  }
   let next: number;
   try {
     next = CronExpressionParser.parse(p.schedule.expression, { tz: p.timeZone, currentDate: new Date(fromMs) }).next().toDate().getTime();

@@ -175,7 +175,8 @@ t.test('scheduled rotations happen on time; a manual trigger during a run joins 
   const both = await findTargetAndPolicyInProject(pool, 'p', 'sched');
   t.same(both?.target, await findTargetInProject(pool, 'p', 'sched'), 'target as the plain read has it');
   const plain = await findPolicy(pool, both?.target.target_id ?? '');
-  t.same(both?.policy, plain === null ? null : { target_id: plain.target_id, spec: plain.spec, state: plain.state, next_run_at: plain.next_run_at, last_run_at: plain.last_run_at, updated_at: plain.updated_at }, 'policy as the plain read has it');
+  t.same(both?.policy, plain === null ? null : { target_id: plain.target_id, spec: plain.spec, state: plain.state, next_run_at: plain.next_run_at, next_base_at: plain.next_base_at, last_run_at: plain.last_run_at, updated_at: plain.updated_at }, 'policy as the plain read has it');
+  t.equal(plain?.next_base_at?.getTime(), firstDue, 'no jitter: the first run is due at its base');
   t.type(both?.policy?.updated_at, Date);
   t.equal((await findTargetAndPolicyInProject(pool, 'p', 'early-none'))?.policy ?? null, null, 'no target: nothing');
   const runs = await eventually(async () => {
@@ -187,6 +188,7 @@ t.test('scheduled rotations happen on time; a manual trigger during a run joins 
   const oldest = scheduled[scheduled.length - 1];
   t.equal(new Date(oldest.scheduledFor).getTime(), firstDue, 'the first run was the one due at nextRunAt');
   for (const r of scheduled) t.ok(new Date(r.createdAt).getTime() - new Date(r.scheduledFor).getTime() < 1000, 'started within a second of its due time');
+  for (const r of scheduled) t.equal((new Date(r.scheduledFor).getTime() - firstDue) % 2000, 0, 'due on the 2 s steps from the first: the sweep\'s lateness does not carry over');
   t.equal(await fx.logsIn(role, await fx.secretValue('sched-password')), true);
 
   await fx.h.admin.ok('POST', '/v1/projects/p/targets/sched/policy/pause', {});
@@ -202,12 +204,16 @@ t.test('scheduled rotations happen on time; a manual trigger during a run joins 
 
   // The schedule falls due while the manual run holds the target: still exactly one run.
   await fx.h.admin.ok('POST', '/v1/projects/p/targets/sched/policy/resume', {});
-  await fx.h.admin.ok('PUT', '/v1/projects/p/targets/sched/policy/next-run', { nextRunAt: new Date().toISOString() });
+  const chosen = new Date();
+  await fx.h.admin.ok('PUT', '/v1/projects/p/targets/sched/policy/next-run', { nextRunAt: chosen.toISOString() });
   const moved = await eventually(async () => {
     const p = await fx.h.admin.ok('GET', '/v1/projects/p/targets/sched/policy');
     return new Date(p.nextRunAt).getTime() > Date.now() ? p : undefined;
   }, 5000, 'the sweep to claim the due schedule');
   t.ok(moved, 'the due schedule was claimed and moved on');
+  const after = await findPolicy(pool, both?.target.target_id ?? '');
+  t.equal(((after?.next_base_at?.getTime() ?? NaN) - chosen.getTime()) % 2000, 0, 'the schedule steps on from the time the DBA chose');
+  t.equal(after?.next_base_at?.getTime(), after?.next_run_at?.getTime(), 'no jitter: due at its base');
   const open = (await fx.h.admin.ok('GET', '/v1/projects/p/runs?target=sched&limit=100')).runs.filter((r: { state: string }) => !['done', 'failed', 'parked'].includes(r.state));
   t.equal(open.length, 1, 'one run in flight: the scheduled trigger joined the manual one');
   t.equal(open[0].runId, manual.run.runId);

@@ -1,6 +1,7 @@
 import t from 'tap';
 import {
   isInsideWindow,
+  nextRun,
   nextRunAt,
   startOfWindowAfter,
   validateSchedule,
@@ -40,6 +41,51 @@ t.test('schedule – every N seconds adds N to from', async (t) => {
   t.equal(iso(nextRunAt(policy(), at('2026-01-01T00:00:00Z'), zero)), '2026-01-01T01:00:00.000Z');
   const jittered = policy({ jitterSeconds: 600 });
   t.equal(iso(nextRunAt(jittered, at('2026-01-01T00:00:00Z'), () => 0.5)), '2026-01-01T01:05:00.000Z', 'half of 600 s jitter');
+});
+
+t.test('schedule – every N steps on from the previous base: lateness and jitter do not add up', async (t) => {
+  const p = policy({ schedule: { kind: 'every', seconds: 86_400 }, jitterSeconds: 3600 });
+  const rand = seeded(7);
+  const start = nextRun(p, at('2026-01-01T03:00:00Z'), rand);
+  t.equal(iso(start.base), '2026-01-02T03:00:00.000Z', 'the first base: one step from now');
+  let { at: due, base } = start;
+  for (let day = 1; day <= 60; day += 1) {
+    // the scheduler claims the run some time after it was due, and computes the next
+    const claimedAt = new Date(due.getTime() + 250 + Math.floor(rand() * 2000));
+    const next = nextRun(p, claimedAt, rand, claimedAt, base);
+    t.equal(next.base.getTime() - base.getTime(), 86_400_000, `day ${day}: the base moved by exactly one step`);
+    const jitter = next.at.getTime() - next.base.getTime();
+    t.ok(jitter >= 0 && jitter < 3_600_000, `day ${day}: the run is its base plus at most the jitter`);
+    ({ at: due, base } = next);
+  }
+  t.equal(iso(base), '2026-03-03T03:00:00.000Z', 'after 60 runs still 03:00: no drift');
+  // without a base (the old behaviour), the same runs drift by their jitter and lateness
+  let drifting = start.at;
+  for (let day = 1; day <= 60; day += 1) drifting = nextRunAt(p, new Date(drifting.getTime() + 250), () => 0.5);
+  t.ok(drifting.getTime() - at('2026-03-03T03:00:00Z').getTime() > 29 * 3_600_000, 'from `from`, half the jitter a day adds up to more than a day in two months');
+});
+
+t.test('schedule – every N after a long stop: the next step of the grid after now, no catch-up runs', async (t) => {
+  const p = policy({ schedule: { kind: 'every', seconds: 3600 } });
+  const next = nextRun(p, at('2026-01-01T10:20:00Z'), zero, undefined, at('2026-01-01T03:00:00Z'));
+  t.equal(iso(next.base), '2026-01-01T11:00:00.000Z', 'seven steps missed are skipped; the grid is kept');
+  t.equal(iso(next.at), '2026-01-01T11:00:00.000Z');
+  const exactly = nextRun(p, at('2026-01-01T11:00:00Z'), zero, undefined, at('2026-01-01T03:00:00Z'));
+  t.equal(iso(exactly.base), '2026-01-01T12:00:00.000Z', 'strictly after from');
+  const ahead = nextRun(p, at('2026-01-01T10:20:00Z'), zero, undefined, at('2026-01-01T12:00:00Z'));
+  t.equal(iso(ahead.base), '2026-01-01T11:20:00.000Z', 'a base after from is not a grid to follow: one step from from');
+  const cronNext = nextRun(cron('0 4 * * *', 'UTC'), at('2026-01-01T10:20:00Z'), zero, undefined, at('2026-01-01T03:17:00Z'));
+  t.equal(iso(cronNext.base), '2026-01-02T04:00:00.000Z', 'cron keeps its own grid');
+});
+
+t.test('schedule – every N with a window: the base stays on its grid, the run moves into the window', async (t) => {
+  const p = policy({ schedule: { kind: 'every', seconds: 6 * 3600 }, window: { start: '02:00', end: '04:00' } });
+  const first = nextRun(p, at('2026-01-01T02:30:00Z'), zero, undefined, at('2026-01-01T00:00:00Z'));
+  t.equal(iso(first.base), '2026-01-01T06:00:00.000Z');
+  t.equal(iso(first.at), '2026-01-02T02:00:00.000Z', 'moved to the next opening');
+  const second = nextRun(p, at('2026-01-02T02:00:01Z'), zero, undefined, first.base);
+  t.equal(iso(second.base), '2026-01-02T06:00:00.000Z', 'the grid point after the run, not after the moved run');
+  t.equal(iso(second.at), '2026-01-03T02:00:00.000Z');
 });
 
 t.test('schedule – cron in Europe/Oslo across the March 2026 DST change', async (t) => {
