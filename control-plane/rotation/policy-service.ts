@@ -47,7 +47,7 @@ export class PolicyService {
   async pause(caller: AuthIdentity, sourceIp: string, project: string, targetName: string): Promise<PolicyRow> {
     return this.change(caller, sourceIp, project, targetName, 'policy.pause', async (target, policy) => {
       void target;
-      return { state: 'paused', next: policy.next_run_at === null ? null : { at: policy.next_run_at, base: policy.next_base_at ?? policy.next_run_at } };
+      return { state: 'paused', next: keptNext(policy) };
     });
   }
 
@@ -58,9 +58,9 @@ export class PolicyService {
   async resume(caller: AuthIdentity, sourceIp: string, project: string, targetName: string): Promise<PolicyRow> {
     return this.change(caller, sourceIp, project, targetName, 'policy.resume', async (target, policy) => {
       requirePreflight(target, policy.spec.strategy);
-      const { next_run_at: at, next_base_at: base } = policy;
-      if (at !== null && at.getTime() > Date.now()) return { state: 'active', next: { at, base: base ?? at } };
-      return { state: 'active', next: nextRun(schedulePolicyOf(policy.spec), new Date(), Math.random, policy.last_run_at ?? undefined, base ?? at ?? undefined) };
+      const kept = keptNext(policy);
+      if (kept !== null && kept.at.getTime() > Date.now()) return { state: 'active', next: kept };
+      return { state: 'active', next: nextRun(schedulePolicyOf(policy.spec), new Date(), Math.random, policy.last_run_at ?? undefined, kept?.base) };
     });
   }
 
@@ -91,6 +91,11 @@ export class PolicyService {
     if (policy === null) throw new SikkerError('ERR_NOT_FOUND', `target "${target.name}" has no policy (sikker policy set)`);
     return policy;
   }
+}
+
+/** The policy's next rotation as it stands (a row from before `next_base_at` was kept: its own base). */
+function keptNext(policy: PolicyRow): NextRun | null {
+  return policy.next_run_at === null ? null : { at: policy.next_run_at, base: policy.next_base_at ?? policy.next_run_at };
 }
 
 /** A next rotation a DBA chose: the schedule steps on from it (it is its own base). */
