@@ -8,6 +8,7 @@ import { EnrollResponse } from '../../shared/protocol/api.js';
 import { exportPublicKey, generateIdentityKeyPair, importPublicKey } from '../../shared/signing/ed25519-keys.js';
 import { writeIdentityFile } from '../../shared/signing/identity-file.js';
 import { ENROLLING_IDENTITY } from '../../shared/signing/request-signature.js';
+import { isInteractive, readSecretText } from '../../shared/terminal/stdin-input.js';
 import { ensureStateDir, identityPath } from '../state/state-dir.js';
 import { parseOptions, reportFailure, UsageError } from './cli-support.js';
 
@@ -22,6 +23,12 @@ const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$/;
  * Refuses when the state directory is too open or owned by someone else, or when an
  * identity file already exists there. Returns the exit code.
  */
+/** `--token -`: the join token from stdin (bounded; not shown when typed at a terminal). */
+async function tokenFromStdin(): Promise<string> {
+  if (isInteractive(process.stdin)) process.stderr.write('paste the join token (it is not shown), then press Ctrl-D\n');
+  return (await readSecretText(process.stdin, 4096, 'join token')).trim();
+}
+
 export async function enrollCommand(argv: string[]): Promise<number> {
   try {
     const o = parseOptions(argv, {
@@ -37,7 +44,7 @@ export async function enrollCommand(argv: string[]): Promise<number> {
     const stateDir = resolve(o['state-dir']);
     const name = o.name ?? defaultName(hostname());
     if (!NAME_PATTERN.test(name)) throw new UsageError('--name must be letters, digits, "_", ".", "@" or "-", 1–100 characters');
-    const token = o.token === '-' ? readFileSync(0, 'utf8').trim() : o.token;
+    const token = o.token === '-' ? await tokenFromStdin() : o.token;
     ensureStateDir(stateDir);
     const path = identityPath(stateDir);
     refuseExisting(path);

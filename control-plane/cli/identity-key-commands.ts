@@ -10,7 +10,7 @@ import { ENROLLING_IDENTITY, newNonce } from '../../shared/signing/request-signa
 import { parseWith } from './cli-arguments.js';
 import type { CliContext } from './cli-context.js';
 import { defaultIdentityName, prepareUnenrolledIdentity, saveEnrollment } from './identity-setup.js';
-import { isInteractive, readSecretText } from './stdin-input.js';
+import { isInteractive, readSecretText } from '../../shared/terminal/stdin-input.js';
 
 /** Registers `sikker identity enroll|rekey` (the commands that create or replace this host's key). */
 export function registerIdentityKeyCommands(identity: Command, ctx: CliContext): void {

@@ -7,7 +7,7 @@ import { LeakByNameRequest, LeakByValueRequest, LeakReport, LeakStarted } from '
 import { parseDurationSeconds, parseSecretRef, parseWholeNumber, parseWith, projectPath } from './cli-arguments.js';
 import type { CliContext } from './cli-context.js';
 import { formatTable, orDash } from './output.js';
-import { isInteractive, readSecretText, stripOneNewline } from './stdin-input.js';
+import { isInteractive, readSecretText, stripOneNewline } from '../../shared/terminal/stdin-input.js';
 
 interface LeakOptions {
   value?: boolean;

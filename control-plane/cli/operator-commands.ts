@@ -8,7 +8,7 @@ import { parseWholeNumber, parseWith } from './cli-arguments.js';
 import type { CliContext } from './cli-context.js';
 import { defaultIdentityName, prepareUnenrolledIdentity, saveEnrollment } from './identity-setup.js';
 import { describeError, formatTable, orDash } from './output.js';
-import { isInteractive, readSecretText } from './stdin-input.js';
+import { isInteractive, readSecretText } from '../../shared/terminal/stdin-input.js';
 
 /** Registers `sikker operator init|unseal|seal|status`. */
 export function registerOperatorCommands(program: Command, ctx: CliContext): void {

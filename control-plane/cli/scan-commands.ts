@@ -10,7 +10,7 @@ import { checkPaths, type SkipReason } from './scan/file-walker.js';
 import { formatScanHuman, scanDocument } from './scan/scan-report.js';
 import { scanSources } from './scan/scanner.js';
 import type { MatchCandidates } from './scan/vault-matcher.js';
-import { isInteractive } from './stdin-input.js';
+import { isInteractive } from '../../shared/terminal/stdin-input.js';
 
 interface ScanFlags {
   project?: string;

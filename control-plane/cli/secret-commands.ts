@@ -14,7 +14,7 @@ import {
 import { parseSecretRef, parseWith, projectPath, queryString, secretPath } from './cli-arguments.js';
 import type { CliContext } from './cli-context.js';
 import { formatTable, orDash } from './output.js';
-import { isInteractive, readSecretText, stripOneNewline } from './stdin-input.js';
+import { isInteractive, readSecretText, stripOneNewline } from '../../shared/terminal/stdin-input.js';
 
 const MAX_VALUE_CHARS = 65536;
 /** UTF-8 needs at most 4 bytes per UTF-16 unit counted by the schema, plus a CR LF. */

@@ -6,7 +6,7 @@ import { ProjectName } from '../../shared/protocol/api.js';
 import { collect, parseWholeNumber, parseWith, projectPath } from './cli-arguments.js';
 import type { CliContext } from './cli-context.js';
 import { formatTable, orDash } from './output.js';
-import { isInteractive, readSecretText, stripOneNewline } from './stdin-input.js';
+import { isInteractive, readSecretText, stripOneNewline } from '../../shared/terminal/stdin-input.js';
 
 export interface TargetRef {
   project: string;

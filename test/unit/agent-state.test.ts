@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -139,6 +139,20 @@ t.test('agent enroll – keys made here, identity saved 0600 in a new 0700 dir, 
   t.equal(again.code, 1);
   t.match(again.stderr, 'already exists');
   t.equal(server.bodies.length, 1, 'no second request');
+});
+
+t.test('agent enroll – a token on stdin larger than 4096 bytes is refused before anything is created or sent', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'sikker-agent-enroll-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const server = await enrollServer(t, exportPublicKey(makeKeys().identity.serverPublicKey));
+  const stateDir = join(root, 'state');
+  const canary = 'canary-token-7f3a';
+  const run = await runAgent(['enroll', '--server', server.url, '--token', '-', '--state-dir', stateDir], { stdin: canary + 'x'.repeat(5000) });
+  t.equal(run.code, 1);
+  t.match(run.stderr, 'join token on stdin is larger than 4096 bytes');
+  t.notOk(run.stderr.includes(canary), 'the token is not echoed in the error');
+  t.equal(server.bodies.length, 0, 'nothing sent');
+  t.notOk(existsSync(stateDir), 'no state directory made');
 });
 
 t.test('agent enroll – an existing state directory with group bits is refused', async (t) => {

@@ -7,7 +7,7 @@
 import { PassThrough } from 'node:stream';
 import t from 'tap';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
-import { readSecretText } from '../../control-plane/cli/stdin-input.js';
+import { readSecretText } from '../../shared/terminal/stdin-input.js';
 
 /** A fake terminal that will "type" `keys` (each string one chunk) once read starts. */
 function terminal(keys: Array<string | Buffer>): { stream: PassThrough & { isTTY: boolean; setRawMode(raw: boolean): void }; modes: boolean[] } {

@@ -1,5 +1,5 @@
 import { StringDecoder } from 'node:string_decoder';
-import { SikkerError } from '../../shared/errors/sikker-error.js';
+import { SikkerError } from '../errors/sikker-error.js';
 
 /**
  * Reads all of `stream` as UTF-8 text, refusing more than `maxBytes` (the read stops
