@@ -110,26 +110,18 @@ export function validateSchedule(p: SchedulePolicy): void {
 }
 
 /**
- * The next time the policy is due, strictly after `from`:
- * 1. base: `from + seconds`, or the next cron occurrence after `from` in the zone;
+ * The next time the policy is due, strictly after `from` (`at`), and the base it was drawn
+ * from (`base`), which the caller keeps and passes back as `previousBase` next time:
+ * 1. base: `from + seconds` — or, given `previousBase`, the first of `previousBase + k ·
+ *    seconds` after `from`, so a run's lateness and jitter never shift later runs and runs
+ *    missed while nothing was running are skipped, not made up — or the next cron
+ *    occurrence after `from` in the zone (cron has its own grid and ignores `previousBase`);
  * 2. a base outside the window moves to the window's next opening;
  * 3. `rand() * jitterSeconds` is added, shortened so the run stays inside the window;
  * 4. with `alternate`, if `lastRunAt` lies in the same window occurrence as the
  *    result, the run moves to the next occurrence (and is jittered inside it).
  * `rand` must return numbers in [0, 1). Throws `ERR_POLICY_INVALID` for an invalid
- * policy and `ERR_INTERNAL` for an invalid `from` or `rand` value.
- */
-export function nextRunAt(p: SchedulePolicy, from: Date, rand: () => number, lastRunAt?: Date): Date {
-  return nextRun(p, from, rand, lastRunAt).at;
-}
-
-/**
- * {@link nextRunAt}, and the base it was drawn from (step 1, before window and jitter),
- * which the caller keeps for the next call as `previousBase`. With it, an `every` schedule
- * steps on from that base — the first of `previousBase + k · seconds` after `from` — rather
- * than from `from`: the run's lateness and its jitter never shift later runs, and runs
- * missed while nothing was running are skipped, not made up. Cron schedules have their own
- * grid and ignore it.
+ * policy and `ERR_INTERNAL` for an invalid `from`, `previousBase` or `rand` value.
  */
 export function nextRun(p: SchedulePolicy, from: Date, rand: () => number, lastRunAt?: Date, previousBase?: Date): { at: Date; base: Date } {
   validateSchedule(p);
@@ -137,7 +129,7 @@ export function nextRun(p: SchedulePolicy, from: Date, rand: () => number, lastR
   return { at: new Date(placeRun(p, base, rand, lastRunAt)), base: new Date(base) };
 }
 
-/** Steps 2–4 of {@link nextRunAt} for `base`. */
+/** Steps 2–4 of {@link nextRun} for `base`. */
 function placeRun(p: SchedulePolicy, base: number, rand: () => number, lastRunAt: Date | undefined): number {
   const maxJitterMs = p.jitterSeconds * SECOND_MS;
   if (p.window === undefined) return base + jitterMs(maxJitterMs, rand);

@@ -6,7 +6,7 @@ import { SikkerError } from '../errors/sikker-error.js';
  * there) and invalid UTF-8. Errors are ERR_VALIDATION naming `what`, never the data.
  * Secrets come in this way rather than as arguments, which `ps` and shell history see.
  */
-export async function readAllText(stream: NodeJS.ReadableStream, maxBytes: number, what: string): Promise<string> {
+async function readAllText(stream: NodeJS.ReadableStream, maxBytes: number, what: string): Promise<string> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of stream) {
