@@ -8,6 +8,7 @@
  * Strategies: `replace` only — a role holds one password (`dual` is refused at
  * preflight and apply with ERR_APPLIER_UNSUPPORTED; use `alternate`).
  */
+import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import pg from 'pg';
 import type {
@@ -22,8 +23,9 @@ import type {
   VerifyResponse,
 } from './applier.js';
 import { ApplierBase, type PreflightReport } from './applier-base.js';
-import { classifyCommon, driverCodeOf, type ApplierOperation, type Classification } from './applier-errors.js';
+import { ApplierError, classifyCommon, driverCodeOf, type ApplierOperation, type Classification } from './applier-errors.js';
 import { ConnectionCache } from './connection-cache.js';
+import { watchPasswordRequest } from './postgres-password-request.js';
 import { ScramKeyedClient } from './postgres-scram-login.js';
 import { scramCredential, zeroScramCredential, type ScramCredential } from './postgres-scram-verifier.js';
 import { WarmSocket } from './postgres-warm-socket.js';
@@ -78,7 +80,7 @@ export class PostgresApplier extends ApplierBase {
   }
 
   protected async doPreflight(req: PreflightRequest, report: PreflightReport): Promise<void> {
-    await this.withSession(req.user, req.currentPassword, async (client) => {
+    const facts = await this.withSession(req.user, req.currentPassword, async (client) => {
       const { rows } = await client.query<RoleFacts>(
         `SELECT current_setting('server_version') AS version,
                 current_setting('server_version_num')::int AS version_num,
@@ -102,7 +104,31 @@ export class PostgresApplier extends ApplierBase {
       if (req.strategy === 'dual') {
         report.problem('ERR_APPLIER_UNSUPPORTED', 'PostgreSQL holds one password per role: dual is not possible (use replace, or alternate with two roles)');
       }
+      return facts;
     });
+    if (facts.exists && facts.can_login === true && facts.expired !== true) await this.checkPasswordChecked(req.user, report);
+  }
+
+  /**
+   * A login as `user` with a wrong password must be refused for that password (28P01), or
+   * no verify could prove anything (postgres-password-request.ts). The server logs the
+   * failed login, as it would any other.
+   */
+  private async checkPasswordChecked(user: string, report: PreflightReport): Promise<void> {
+    let client: pg.Client;
+    try {
+      client = await this.connect(this.selfLogin(user, randomBytes(24).toString('base64url')));
+    } catch (err) {
+      const code = driverCodeOf(err) ?? '';
+      if (code === '28P01') return;
+      if (code === '28000') {
+        report.problem('ERR_APPLIER_CONFIG', `the server refuses role "${user}" from the agent's host before asking for a password (SQLSTATE 28000: no pg_hba.conf line lets it in?): no new password could be proved`);
+        return;
+      }
+      throw err;
+    }
+    void client.end().catch(() => undefined);
+    report.problem('ERR_APPLIER_CONFIG', `the server let role "${user}" log in with a wrong password (pg_hba.conf trust, ident or peer for the agent's host): a fresh login cannot prove a new password here`);
   }
 
   private checkRole(req: PreflightRequest, facts: RoleFacts, report: PreflightReport): void {
@@ -185,11 +211,11 @@ export class PostgresApplier extends ApplierBase {
     let client: pg.Client;
     try {
       try {
-        client = await this.connect(this.selfLogin(req.user, req.password), warm, keys);
+        client = await this.connect(this.selfLogin(req.user, req.password), warm, keys, 'verify');
       } catch (err) {
-        // a server's answer (a SQLSTATE) stands; a connection opened early that broke is replaced by a new one
-        if (warm === null || /^[0-9A-Z]{5}$/.test(driverCodeOf(err) ?? '')) throw err;
-        client = await this.connect(this.selfLogin(req.user, req.password), null, keys);
+        // a server's answer (a SQLSTATE, or a login it did not ask the password of) stands; a connection opened early that broke is replaced by a new one
+        if (warm === null || err instanceof ApplierError || /^[0-9A-Z]{5}$/.test(driverCodeOf(err) ?? '')) throw err;
+        client = await this.connect(this.selfLogin(req.user, req.password), null, keys, 'verify');
       }
     } catch (err) {
       if (LOGIN_REFUSED.has(driverCodeOf(err) ?? '')) return { outcome: 'refused' };
@@ -198,7 +224,7 @@ export class PostgresApplier extends ApplierBase {
       this.forgetApplied();
     }
     // The login is the proof: pg's connect() resolves only at the server's first ReadyForQuery,
-    // after it accepted the password (and pg checked the server's SCRAM signature) and set up
+    // after it asked for the password (connect checks that it did) and accepted it (and pg checked the server's SCRAM signature) and set up
     // the session (database access, connection limits). A query after it would prove nothing
     // more. The goodbye (Terminate, then waiting for the server to close) is not awaited, so
     // the result reaches the control plane ~2 ms sooner.
@@ -257,21 +283,27 @@ export class PostgresApplier extends ApplierBase {
   /**
    * A fresh, connected client (on `stream`, a socket opened ahead, when given; answering
    * the SCRAM exchange from `keys` when the server asks for their verifier). Its errors
-   * surface through awaited calls.
+   * surface through awaited calls. `proving`: the login is a proof of its password, so a
+   * server that let it in without asking for the password is an ERR_APPLIER_CONFIG.
    */
-  private async connect(login: Login, stream: (() => Socket) | null = null, keys: ScramCredential | null = null): Promise<pg.Client> {
+  private async connect(login: Login, stream: (() => Socket) | null = null, keys: ScramCredential | null = null, proving: ApplierOperation | null = null): Promise<pg.Client> {
     const config = this.clientConfig(login, stream);
     const client = keys === null ? new pg.Client(config) : new ScramKeyedClient(config, keys);
     client.on('error', () => {
       // an idle client's socket broke; the next awaited query reports it
     });
+    const asked = watchPasswordRequest(client);
     try {
       await client.connect();
-      return client;
     } catch (err) {
       await client.end().catch(() => undefined);
       throw err;
     }
+    if (proving !== null && !asked()) {
+      void client.end().catch(() => undefined);
+      throw this.fail('ERR_APPLIER_CONFIG', proving, `the server let role "${login.user}" in without asking for its password (pg_hba.conf trust, ident or peer for the agent's host): a login cannot prove a password here`);
+    }
+    return client;
   }
 
   /** Runs `fn` on the admin session (admin mode) or a fresh session as the user (self mode). */

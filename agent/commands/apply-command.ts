@@ -2,7 +2,7 @@ import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import type { CommandEnvelope } from '../../shared/protocol/agent-messages.js';
 import { ApplyPayload, ApplySecrets, type ApplyFacts } from '../../shared/protocol/rotation-commands.js';
-import type { Applier } from '../appliers/applier.js';
+import type { Applier, VerifyResponse } from '../appliers/applier.js';
 // a value import, but driver-free: password-derivation.ts needs only node:crypto
 import { PasswordDerivation } from '../appliers/password-derivation.js';
 import type { WarmSocket } from '../appliers/postgres-warm-socket.js';
@@ -66,7 +66,9 @@ function releasePrepared(prepared: PreparedApply): void {
  *
  * Failure modes: the applier's own error, unchanged, when apply throws (its code —
  * ERR_APPLIER_REJECTED_PASSWORD, ERR_APPLIER_UNREACHABLE, … — is what the control
- * plane acts on); ERR_ROTATION_VERIFY_FAILED when the new password does not log in,
+ * plane acts on); ERR_ROTATION_UNCERTAIN when the apply went through but the verify
+ * could not log in either way (its own code in the message and `details.verifyCode`);
+ * ERR_ROTATION_VERIFY_FAILED when the new password does not log in,
  * after putting `restorePassword` back when the command carries one (details say
  * whether the previous password logs in again); ERR_VALIDATION for malformed input.
  * No password appears in a message, a cause or a log line.
@@ -122,12 +124,34 @@ function applyAndVerify(
       log.fatal('SIKKER_AGENT_TEST_CRASH_AT=after-apply: killing this process after the database changed');
       process.kill(process.pid, 'SIGKILL');
     }
-    const proof = await applier.verify({ user, password: secrets.newPassword });
+    const proof = await verifyAfterApply(applier, user, secrets.newPassword, log);
     if (proof.outcome === 'refused') throw await restoreAfterRefusal(applier, { user, newPassword: secrets.newPassword, restorePassword: secrets.restorePassword }, log);
     log.info({ unchanged: applied.unchanged, oldPasswordRetained: applied.oldPasswordRetained, persisted: applied.persisted }, 'new password applied and verified with a fresh login');
     const facts: ApplyFacts = { verified: true, unchanged: applied.unchanged, oldPasswordRetained: applied.oldPasswordRetained, persisted: applied.persisted };
     return { ...facts };
   });
+}
+
+/**
+ * The verify that follows an apply. The database has changed by now, so an error here
+ * (unreachable, a server that let the login in without checking its password, …) must
+ * not reach the control plane as the applier's own code: some of those codes mean "this
+ * certainly changed nothing" there, and a run failed that way discards its pending
+ * version, which may be the only one that logs in now. It is reported as
+ * ERR_ROTATION_UNCERTAIN instead, which sends the run to reconciliation.
+ */
+async function verifyAfterApply(applier: Applier, user: string, password: string, log: Logger): Promise<VerifyResponse> {
+  try {
+    return await applier.verify({ user, password });
+  } catch (err) {
+    const code = err instanceof SikkerError ? err.code : 'ERR_INTERNAL';
+    log.error({ code }, 'the new password was applied, but the login that should prove it failed');
+    throw new SikkerError('ERR_ROTATION_UNCERTAIN', `the new password was applied, but the login that should prove it failed (${code}${err instanceof SikkerError ? `: ${err.message}` : ''})`, {
+      // appliers throw only sanitised ApplierErrors; anything else is not passed on as a cause
+      ...(err instanceof SikkerError ? { cause: err } : {}),
+      details: { applied: true, verifyCode: code },
+    });
+  }
 }
 
 /**

@@ -57,6 +57,25 @@ async function createRole(t: Test, password: string, label = 'user'): Promise<st
   return name;
 }
 
+/**
+ * `user` is let in from 127.0.0.1 without a password (a pg_hba.conf `trust` line for that
+ * role alone, ahead of the scram-sha-256 ones) until the test ends.
+ */
+async function trustRole(t: Test, user: string): Promise<void> {
+  const hba = (await superuser.query<{ file: string }>('SELECT setting AS file FROM pg_settings WHERE name = \'hba_file\'')).rows[0]!.file;
+  const original = (await superuser.query<{ text: string }>('SELECT pg_read_file($1) AS text', [hba])).rows[0]!.text;
+  // COPY … TO: the server writes the file (as its own user); one line per row
+  const write = async (lines: string[]): Promise<void> => {
+    await superuser.query(`COPY (SELECT unnest(ARRAY[${lines.map((l) => superuser.escapeLiteral(l)).join(', ')}]::text[])) TO ${superuser.escapeLiteral(hba)}`);
+    await superuser.query('SELECT pg_reload_conf()');
+  };
+  const lines = original.split('\n').filter((l) => l !== '');
+  t.teardown(() => write(lines));
+  await write([`host all ${user} 127.0.0.1/32 trust`, ...lines]);
+  // the reload is asynchronous: wait until a wrong password gets in
+  for (let i = 0; i < 50 && (await login(user, 'certainly-not-the-password')) !== 'ok'; i += 1) await new Promise((r) => setTimeout(r, 50));
+}
+
 /** A fresh TCP login as `user`: what a database client would see. */
 async function login(user: string, password: string): Promise<'ok' | 'refused'> {
   const client = new pg.Client({ host: '127.0.0.1', port: server.port, user, password, database: 'postgres', connectionTimeoutMillis: 5000 });
@@ -359,6 +378,39 @@ t.test('rotation.check – one ok or refused per label', async (t) => {
     candidates: [{ label: 'v1', user }, { label: 'v2', user }, { label: 'v3', user: other }],
   }, { passwords: { v1: randomPassword('stale'), v2: current, v3: current } });
   t.same(await x.run(x.check, e), { v1: 'refused', v2: 'ok', v3: 'refused' });
+});
+
+t.test('a server that lets the user in without a password (pg_hba trust): preflight says so, verify and check prove nothing and fail', async (t) => {
+  const x = executors();
+  const current = randomPassword('cur');
+  const user = await createRole(t, current);
+  const pre = await x.run(x.preflight, envelope('target.preflight', { target: pgTarget(user), strategy: 'replace', users: [user] }));
+  t.match(pre, { ok: true }, 'passes while the server checks passwords');
+  await trustRole(t, user);
+  t.equal(await login(user, 'any-password-at-all'), 'ok', 'the server really lets any password in now');
+  const trusted = await x.run(x.preflight, envelope('target.preflight', { target: pgTarget(user), strategy: 'replace', users: [user] }));
+  t.match(trusted, { ok: false, problems: /wrong password.*trust/ }, 'preflight refuses the target and says why');
+  const check = await rejection(t, x.run(x.check, envelope('rotation.check', { runId: randomUUID(), target: pgTarget(user), candidates: [{ label: 'v1', user }] }, { passwords: { v1: randomPassword('stale') } })));
+  t.match(check, { code: 'ERR_APPLIER_CONFIG', message: /without asking for its password/ }, 'a check cannot call a stale password "ok"');
+  const next = randomPassword('new');
+  const applied = await rejection(t, x.run(x.apply, applyEnvelope(pgTarget(user), user, { newPassword: next, restorePassword: current })));
+  t.match(applied, { code: 'ERR_ROTATION_UNCERTAIN', details: { applied: true, verifyCode: 'ERR_APPLIER_CONFIG' } }, 'applied, but not proved: uncertain, never "nothing changed"');
+  t.notMatch(applied.message, next, 'no password in the message');
+});
+
+t.test('rotation.apply – a verify that fails after the apply is ERR_ROTATION_UNCERTAIN, not the applier\'s code', async (t) => {
+  const calls: string[] = [];
+  const unreachable = new ApplierError('ERR_APPLIER_UNREACHABLE', 'postgres verify: connection refused', { engine: 'postgres', operation: 'verify', retryable: true });
+  const x = executors({
+    createApplier: async () => ({ ...fakeApplier(calls, () => 'ok'), verify: async () => {
+      calls.push('verify');
+      throw unreachable;
+    } }),
+  });
+  const err = await rejection(t, x.run(x.apply, applyEnvelope(pgTarget('app'), 'app', { newPassword: 'pw-new', restorePassword: 'pw-old' })));
+  t.match(err, { code: 'ERR_ROTATION_UNCERTAIN', message: /applied, but the login that should prove it failed \(ERR_APPLIER_UNREACHABLE/, details: { applied: true, verifyCode: 'ERR_APPLIER_UNREACHABLE' } });
+  t.equal((err as Error).cause, unreachable, 'the applier\'s error is its cause');
+  t.same(calls, ['apply replace pw-new', 'verify', 'close'], 'no restore: whether the new password works is unknown, so the run is reconciled');
 });
 
 t.test('rotation.check – a label without a password, or given twice, is malformed', async (t) => {
