@@ -164,7 +164,7 @@ export class LeakService {
     const runId = randomUUID();
     const run = await insertRun(client, {
       runId, targetId: target.target_id, projectId: target.project_id, trigger: 'leak', scheduledFor: null, strategy, graceSeconds: 0,
-      dbUser: userForNextRun({ strategy, user: target.spec.user, alternate_user: target.alternate_user, current_user: target.current_user }),
+      dbUser: userForNextRun({ strategy, user: target.spec.user, alternate_user: target.alternate_user, current_version: target.current_version, current_user: target.current_user }),
       maxAttempts: policy?.spec.maxAttempts ?? 5, previousVersion: target.current_version, requestedBy: caller.identityId,
     });
     if (run === null) throw new SikkerError('ERR_ROTATION_IN_FLIGHT', 'a rotation of this target started at the same moment; run the leak again', { retryable: true });

@@ -50,8 +50,12 @@ export function requirePreflight(target: TargetRow, strategy: PolicySpec['strate
   }
 }
 
-/** `alternate`: the user that is not current now; otherwise the target's user. */
-export function userForNextRun(t: { strategy: PolicySpec['strategy']; user: string; alternate_user: string | null; current_user: string | null }): string {
-  if (t.strategy !== 'alternate' || t.alternate_user === null) return t.user;
-  return (t.current_user ?? t.alternate_user) === t.user ? t.alternate_user : t.user;
+/**
+ * `alternate`: the user that is not current now; otherwise the target's user. With no
+ * current version the target's user goes first. A current version with no user recorded
+ * (written with `secret set`, not by a rotation) is the target's user's, as everywhere else.
+ */
+export function userForNextRun(t: { strategy: PolicySpec['strategy']; user: string; alternate_user: string | null; current_version: number | null; current_user: string | null }): string {
+  if (t.strategy !== 'alternate' || t.alternate_user === null || t.current_version === null) return t.user;
+  return (t.current_user ?? t.user) === t.user ? t.alternate_user : t.user;
 }

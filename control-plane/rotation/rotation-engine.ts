@@ -160,7 +160,11 @@ export class RotationEngine {
       } catch (err) {
         const retryable = err instanceof SikkerError && err.retryable;
         this.logger[retryable ? 'warn' : 'error']({ err, runId }, 'a rotation step failed; the sweep will try it again');
-        await this.pool.query('UPDATE rotation_runs SET next_action_at = now() + interval \'5 seconds\', updated_at = now() WHERE run_id = $1 AND holds_target', [runId]).catch(() => undefined);
+        // Never earlier than the run already waits: a failed step must not cut a grace period
+        // (or a command's deadline) short. A run waiting for a command that has finished is
+        // picked up by the sweep whatever its next_action_at (rotation-dal.ts dueRuns).
+        await this.pool.query(`UPDATE rotation_runs SET next_action_at = GREATEST(COALESCE(next_action_at, now()), now() + interval '5 seconds'), updated_at = now()
+                                WHERE run_id = $1 AND holds_target`, [runId]).catch(() => undefined);
         return;
       }
       if (outcome === null) return;
@@ -290,7 +294,7 @@ export class RotationEngine {
       // Whoever created the run read the target just before another run committed (the
       // insert waited for that run to release the target): start from what is current now,
       // or the restore password and the later revoke would name the wrong version.
-      ctx.change({ previous_version: target.current_version, db_user: userForNextRun({ strategy: ctx.run.strategy, user: target.spec.user, alternate_user: target.alternate_user, current_user: target.current_user }) },
+      ctx.change({ previous_version: target.current_version, db_user: userForNextRun({ strategy: ctx.run.strategy, user: target.spec.user, alternate_user: target.alternate_user, current_version: target.current_version, current_user: target.current_user }) },
         'previous version re-read', { previous: target.current_version });
     }
     const { client, run } = ctx;

@@ -41,7 +41,7 @@ export class RotationService {
     const runId = randomUUID();
     const newRun = {
       runId, targetId: target.target_id, projectId: target.project_id, trigger: 'manual' as const, scheduledFor: null, strategy,
-      graceSeconds: policy?.spec.graceSeconds ?? 0, dbUser: userForNextRun({ strategy, user: target.spec.user, alternate_user: target.alternate_user, current_user: target.current_user }),
+      graceSeconds: policy?.spec.graceSeconds ?? 0, dbUser: userForNextRun({ strategy, user: target.spec.user, alternate_user: target.alternate_user, current_version: target.current_version, current_user: target.current_user }),
       maxAttempts: policy?.spec.maxAttempts ?? 5, previousVersion: target.current_version, requestedBy: caller.identityId,
     };
     // BEGIN, the run's insert, the target read after it (a run that held the target may have

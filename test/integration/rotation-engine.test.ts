@@ -163,6 +163,35 @@ t.test('alternate: the resting user gets the new password; the previous one work
   t.equal(await fx.logsIn(blue, await fx.secretValue('alt-password')), true);
 });
 
+t.test('a step that fails during the grace period does not cut the grace short', async (t) => {
+  const fx = await rotationFixture(t, server);
+  const first = 'Grace-first-1';
+  const blue = await fx.createRole(first);
+  const green = await fx.createRole('Grace-green-2');
+  await fx.addTarget('longgrace', blue, { adoptPassword: first, alternateUser: green });
+  await fx.h.admin.ok('POST', '/v1/projects/p/targets/longgrace/test', {});
+  await fx.h.admin.ok('PUT', '/v1/projects/p/targets/longgrace/policy', { policy: { schedule: { kind: 'every', seconds: 86400 }, strategy: 'alternate', graceSeconds: 3600 } });
+  const started = await fx.h.admin.ok('POST', '/v1/projects/p/targets/longgrace/rotate', {});
+  await fx.waitRun(started.run.runId, ['committed']);
+  const pool = fx.h.plane.pool;
+  const graceEnd = async (): Promise<number> => (await pool.query<{ at: Date }>('SELECT next_action_at AS at FROM rotation_runs WHERE run_id = $1', [started.run.runId])).rows[0]!.at.getTime();
+  const before = await graceEnd();
+  t.ok(before > Date.now() + 3500_000, 'the run waits for the grace period');
+
+  // The step's first statement reads the target, which joins `secrets`: with that table locked
+  // elsewhere it fails on the control plane's lock_timeout, and the engine's error path runs.
+  const locker = await pool.connect();
+  t.teardown(() => locker.release());
+  await locker.query('BEGIN; LOCK TABLE secrets IN ACCESS EXCLUSIVE MODE');
+  try {
+    await fx.h.plane.services.engine.advance(started.run.runId);
+  } finally {
+    await locker.query('ROLLBACK');
+  }
+  t.equal(await graceEnd(), before, 'the run still waits until the end of its grace period');
+  t.equal(await fx.logsIn(blue, first), true, 'the previous user still logs in');
+});
+
 t.test('scheduled rotations happen on time; a manual trigger during a run joins it', async (t) => {
   const fx = await rotationFixture(t, server);
   const role = await fx.createRole('Sched-old-1');
