@@ -112,7 +112,7 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
   const metrics = new ControlPlaneMetrics(options);
   const staleSeconds = Math.ceil((config.agentHeartbeatMs * 3) / 1000);
   const commands = new CommandService(pool, secrets, chain, root, logger, staleSeconds);
-  const hub = new HubServer({ pool, authenticator, audit, root, commands, logger }, { replicaId: config.replicaId, heartbeatMs: config.agentHeartbeatMs, trustedProxies: config.trustedProxies });
+  const hub = new HubServer({ pool, authenticator, audit, chain, root, commands, logger }, { replicaId: config.replicaId, heartbeatMs: config.agentHeartbeatMs, trustedProxies: config.trustedProxies });
   root.onSeal(() => hub.dropAllForSeal());
   const bus = new CommandBus(redis, config.redisUrl, config.redisPrefix, logger, {
     onDeliver: (agentId) => hub.deliverIfHere(agentId),

@@ -174,11 +174,18 @@ export async function claimOpenCommands(client: PoolClient, agentId: string, exc
   })).rows;
 }
 
-export async function markDelivered(db: Queryable, commandIds: string[]): Promise<void> {
-  if (commandIds.length === 0) return;
-  await db.query({ name: 'commands-delivered', text: `UPDATE agent_commands SET deliveries = deliveries + 1, delivered_at = now(),
+/**
+ * Counts those of `commandIds` still open and unexpired as delivered once more, and returns
+ * their ids: the ones to send. A command finished or cancelled since it was read (the engine
+ * cancels an apply it gave up on, as never delivered) is left as it is and must not be sent.
+ */
+export async function markDelivered(db: Queryable, commandIds: string[]): Promise<Set<string>> {
+  if (commandIds.length === 0) return new Set();
+  const { rows } = await db.query<{ command_id: string }>({ name: 'commands-delivered-if-open', text: `UPDATE agent_commands SET deliveries = deliveries + 1, delivered_at = now(),
             state = CASE WHEN state = 'pending' THEN 'delivered' ELSE state END
-      WHERE command_id = ANY($1::uuid[])`, values: [commandIds] });
+      WHERE command_id = ANY($1::uuid[]) AND ${IS_OPEN} AND expires_at > now()
+      RETURNING command_id`, values: [commandIds] });
+  return new Set(rows.map((r) => r.command_id));
 }
 
 export async function markAccepted(db: Queryable, agentId: string, commandId: string): Promise<void> {

@@ -6,8 +6,10 @@ import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
 import { AGENT_CONNECT_PATH, AgentToHub, MAX_FRAGMENTS, MAX_MESSAGE_BYTES, type CommandResult } from '../../shared/protocol/agent-messages.js';
+import type { AuditChainWriter } from '../audit/audit-appender.js';
 import type { AuditBatcher } from '../audit/audit-batcher.js';
 import type { RequestAuthenticator } from '../auth/request-authenticator.js';
+import { withTransaction } from '../db/transaction.js';
 import { statusFor } from '../http/error-mapping.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import { AgentConnection } from './agent-connection.js';
@@ -75,7 +77,7 @@ export class HubServer {
   private resultClaimer: ResultClaimer | null = null;
 
   constructor(
-    private readonly deps: { pool: Pool; authenticator: RequestAuthenticator; audit: AuditBatcher; root: RootKeyHolder; commands: CommandService; logger: Logger },
+    private readonly deps: { pool: Pool; authenticator: RequestAuthenticator; audit: AuditBatcher; chain: AuditChainWriter; root: RootKeyHolder; commands: CommandService; logger: Logger },
     private readonly options: HubOptions,
   ) {
     this.trust = (options.trustedProxies ?? []).length > 0 ? proxyaddr.compile(options.trustedProxies ?? []) : null;
@@ -275,10 +277,17 @@ export class HubServer {
     const pool = this.deps.pool;
     switch (m.type) {
       case 'hello':
-        conn.held = new Set([...m.inProgress, ...m.results.map((r) => r.commandId)]);
-        for (const r of m.results) await this.recordResult(conn, r, log);
-        for (const commandId of m.inProgress) await markAccepted(pool, conn.agentId, commandId);
-        await recordHello(pool, conn.agentId, m.agentVersion);
+        try {
+          conn.held = new Set([...m.inProgress, ...m.results.map((r) => r.commandId)]);
+          for (const r of m.results) await this.recordResult(conn, r, log);
+          for (const commandId of m.inProgress) await markAccepted(pool, conn.agentId, commandId);
+          await recordHello(pool, conn.agentId, m.agentVersion);
+        } catch (err) {
+          // Not ready, so nothing would ever be sent on this socket: the agent connects again and says hello anew.
+          log.error({ err }, 'recording the agent\'s hello failed; closing its socket so that it connects again');
+          conn.socket.close(1011, 'hello not recorded; connect again');
+          return;
+        }
         conn.ready = true;
         await this.deliver(conn);
         return;
@@ -336,11 +345,16 @@ export class HubServer {
 
   private async recordResult(conn: AgentConnection, r: CommandResult, log: Logger): Promise<void> {
     conn.sent.delete(r.commandId);
-    const changed = await completeCommand(this.deps.pool, conn.agentId, r.commandId, r.outcome, r.result, r.error, { evenIfExpired: true });
+    // The result and its audit record commit together: a result stored without its record would
+    // never get one (the agent's re-sent result then changes nothing, so it is not audited).
+    const changed = await withTransaction(this.deps.pool, this.deps.logger, async (client) => {
+      if (!(await completeCommand(client, conn.agentId, r.commandId, r.outcome, r.result, r.error, { evenIfExpired: true }))) return false;
+      await this.deps.chain.append(client, [{ identityId: conn.agentId, sourceIp: conn.remoteAddress, action: 'agent.command.result', projectId: conn.projectId, outcome: r.outcome, detail: { commandId: r.commandId, code: r.error?.code ?? null } }]);
+      return true;
+    });
     if (changed) {
       log.info({ commandId: r.commandId, outcome: r.outcome }, 'command finished');
       this.commandFinished(r.commandId);
-      await this.deps.audit.append({ identityId: conn.agentId, sourceIp: conn.remoteAddress, action: 'agent.command.result', projectId: conn.projectId, outcome: r.outcome, detail: { commandId: r.commandId, code: r.error?.code ?? null } });
     }
     conn.send({ type: 'result-ack', commandId: r.commandId });
   }
@@ -358,10 +372,13 @@ export class HubServer {
     // Counted as delivered before the frames go out: a crash in between then leaves a command
     // counted but perhaps never sent (the engine asks the agent what happened: safe), never one
     // sent but counted as never sent (which the engine would take as "certainly changed nothing").
-    await markDelivered(this.deps.pool, rows.map((row) => row.command_id));
+    // Only those still open when counted go out: one cancelled since the read above stays unsent.
+    const counted = await markDelivered(this.deps.pool, rows.map((row) => row.command_id));
     for (const [i, message] of messages.entries()) {
+      const commandId = rows[i]!.command_id;
+      if (!counted.has(commandId)) continue;
       if (!conn.send(message)) break;
-      conn.sent.add(rows[i]!.command_id);
+      conn.sent.add(commandId);
     }
   }
 

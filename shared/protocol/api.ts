@@ -55,8 +55,11 @@ export const PutSecretResponse = z.object({ secretId: Uuid, version: z.number().
 export const SecretSummary = z.object({ secretId: Uuid, name: z.string(), currentVersion: z.number().int().nullable(), createdAt: z.string() });
 export const SecretList = z.object({ secrets: z.array(SecretSummary) });
 export const SecretVersions = z.object({ secretId: Uuid, versions: z.array(SecretVersionInfo) });
+/** A secret version number as it comes in (PostgreSQL int: 1 … 2^31-1). */
+export const VersionNumber = z.number().int().min(1).max(2147483647);
+
 export const ReadSecretQuery = z.object({
-  version: z.coerce.number().int().min(1).max(2147483647).optional(),
+  version: z.coerce.number().pipe(VersionNumber).optional(),
   label: VersionLabel.optional(),
 });
 export const ReadSecretResponse = z.object({
@@ -97,7 +100,7 @@ export const AuditQuery = z.object({
   identity: Uuid.optional(),
   project: ProjectName.optional(),
   secret: SecretName.optional(),
-  version: z.coerce.number().int().min(1).max(2147483647).optional(),
+  version: z.coerce.number().pipe(VersionNumber).optional(),
   action: z.string().max(64).optional(),
   from: z.iso.datetime({ offset: true }).optional(),
   to: z.iso.datetime({ offset: true }).optional(),
@@ -180,7 +183,7 @@ export const IssueCommandRequest = z.discriminatedUnion('kind', [
     project: ProjectName.optional(),
     secret: SecretName,
     sink: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/),
-    version: z.number().int().min(1).optional(),
+    version: VersionNumber.optional(),
     ttlSeconds: z.number().int().min(10).max(86400).optional(),
   }).strict(),
 ]);

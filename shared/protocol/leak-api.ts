@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { ProjectName, SecretName, SecretValue, Uuid } from './api.js';
+import { ProjectName, SecretName, SecretValue, Uuid, VersionNumber } from './api.js';
 
 /** HTTP bodies and answers for leak response and fingerprint matching. */
 
@@ -7,7 +7,7 @@ export const LeakByNameRequest = z.object({
   /** The leaked secret; or `all` for every target of the project. */
   secret: SecretName.optional(),
   all: z.boolean().default(false),
-  version: z.number().int().min(1).optional(),
+  version: VersionNumber.optional(),
   killSessions: z.boolean().default(false),
 }).strict().refine((r) => (r.secret === undefined) === r.all, 'give either secret or all: true');
 

@@ -78,6 +78,49 @@ t.test('hub – a command queued while the agent is away is delivered once when 
   t.notOk(h.logs.text().includes(CANARY), 'the value is in no log line');
 });
 
+t.test('hub – a hello the hub fails to record closes the socket; the agent connects again and gets its commands', async (t) => {
+  const h = await withProject(t, 'hub-hello-fails');
+  const identity = await enrollAgent(h.admin, 'p');
+  const issued = await h.admin.ok('POST', `/v1/agents/${identity.identityId}/commands`, { kind: 'agent.probe' });
+  // the first hello's UPDATE of the agent's row fails (a sequence counts the tries, surviving the rollback)
+  await h.plane.pool.query(`CREATE SEQUENCE hello_fails_seq;
+    CREATE FUNCTION hello_fails() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF nextval('hello_fails_seq') = 1 THEN RAISE EXCEPTION 'test: the first hello is not recorded'; END IF; RETURN NEW; END $$;
+    CREATE TRIGGER hello_fails BEFORE UPDATE OF agent_version ON agents FOR EACH ROW EXECUTE FUNCTION hello_fails();`);
+  const agent = startAgent(h.baseUrl, identity);
+  t.teardown(() => agent.stop(1000));
+  const finished = await eventually(async () => {
+    const c = await h.admin.ok('GET', `/v1/agents/${identity.identityId}/commands/${issued.commandId}`);
+    return c.state === 'succeeded' ? c : undefined;
+  }, 20_000, 'the probe answered after the agent reconnected');
+  t.equal(finished.state, 'succeeded');
+  const tries = Number((await h.plane.pool.query<{ n: string }>('SELECT last_value AS n FROM hello_fails_seq')).rows[0]!.n);
+  t.ok(tries >= 2, `the agent said hello again (${tries} hellos)`);
+});
+
+t.test('hub – an agent\'s result is stored only with its audit record; one that failed is stored and audited once when the agent sends it again', async (t) => {
+  const h = await withProject(t, 'hub-result-audit');
+  const identity = await enrollAgent(h.admin, 'p');
+  // the first audit record of a command result fails to insert
+  await h.plane.pool.query(`CREATE SEQUENCE result_audit_fails_seq;
+    CREATE FUNCTION result_audit_fails() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF nextval('result_audit_fails_seq') = 1 THEN RAISE EXCEPTION 'test: the result''s audit record is not written'; END IF; RETURN NEW; END $$;
+    CREATE TRIGGER result_audit_fails BEFORE INSERT ON audit_records FOR EACH ROW WHEN (NEW.action = 'agent.command.result') EXECUTE FUNCTION result_audit_fails();`);
+  const agent = startAgent(h.baseUrl, identity);
+  t.teardown(() => agent.stop(1000));
+  await once(agent, 'connected');
+  const issued = await h.admin.ok('POST', `/v1/agents/${identity.identityId}/commands`, { kind: 'agent.probe' });
+  const triedOnce = async () => Number((await h.plane.pool.query<{ n: string }>('SELECT last_value AS n FROM result_audit_fails_seq')).rows[0]!.n) >= 1 || undefined;
+  await eventually(triedOnce, 10_000, 'the result arrived and its audit record failed');
+  const state = async () => (await h.admin.ok('GET', `/v1/agents/${identity.identityId}/commands/${issued.commandId}`)).state as string;
+  t.not(await state(), 'succeeded', 'the result is not stored without its audit record');
+  // the agent says hello again on a new socket, with the result it was never acknowledged for
+  h.plane.hub.dropIfHere(identity.identityId);
+  await eventually(async () => ((await state()) === 'succeeded' ? true : undefined), 15_000, 'the result stored after the agent reconnected');
+  const records = (await h.plane.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit_records WHERE action = 'agent.command.result' AND detail->>'commandId' = $1`, [issued.commandId])).rows[0]!.n;
+  t.equal(records, 1, 'audited exactly once');
+});
+
 t.test('hub – a bad signature, an unknown key or a non-agent gets 401/403 before 101', async (t) => {
   const h = await withProject(t, 'hub-401');
   const identity = await enrollAgent(h.admin, 'p');
@@ -138,6 +181,13 @@ t.test('hub – deliveries that could never be sent or go to the wrong project a
   const huge = await h.admin.call('POST', `/v1/agents/${identity.identityId}/commands`, { kind: 'secret.deliver', secret: 'huge', sink: 'app' });
   t.equal(huge.body.error?.code, 'ERR_VALIDATION');
   t.match(huge.body.error?.message, /too large to deliver/);
+  // a version number PostgreSQL's int cannot hold is a validation error, not a database error
+  for (const path of [`/v1/agents/${identity.identityId}/commands`, '/v1/projects/p/leaks']) {
+    const body = path.endsWith('commands') ? { kind: 'secret.deliver', secret: 'huge', sink: 'app', version: 2 ** 40 } : { secret: 'huge', version: 2 ** 40 };
+    const outOfRange = await h.admin.call('POST', path, body);
+    t.equal(outOfRange.status, 400, `${path}: version 2^40 refused`);
+    t.equal(outOfRange.body.error?.code, 'ERR_VALIDATION');
+  }
   const wrong = await h.admin.call('POST', `/v1/agents/${identity.identityId}/commands`, { kind: 'secret.deliver', project: 'other', secret: 'huge', sink: 'app' });
   t.match(wrong.body.error?.message, /belongs to project "p"/);
   const { rows } = await h.plane.pool.query('SELECT 1 FROM agent_commands');
@@ -177,6 +227,20 @@ t.test('hub – commands are sealed to the agent\'s box key as stored now, even 
   t.throws(() => openSealed(identity.boxPrivateKey, stored.sealed, { commandId: third.commandId, agentId: identity.identityId }), 'not to the old one');
   const generations = await Promise.all([first, second, third].map(async (c) => Number((await sealedOf(c.commandId)).generation)));
   t.same(generations, [generations[0], generations[0]! + 1, generations[0]! + 2], 'generations stay gap-free');
+});
+
+t.test('hub – a command cancelled after the hub read it is not counted as delivered, so it is not sent', async (t) => {
+  const { markDelivered } = await import('../../control-plane/hub/command-dal.js');
+  const h = await withProject(t, 'hub-cancelled');
+  const identity = await enrollAgent(h.admin, 'p', 'offline-2');
+  const kept = await h.admin.ok('POST', `/v1/agents/${identity.identityId}/commands`, { kind: 'agent.probe' });
+  const cancelled = await h.admin.ok('POST', `/v1/agents/${identity.identityId}/commands`, { kind: 'agent.probe' });
+  // as the rotation engine cancels an apply it gives up on before it was delivered
+  await h.plane.pool.query(`UPDATE agent_commands SET state = 'expired', completed_at = now(), sealed = NULL WHERE command_id = $1`, [cancelled.commandId]);
+  const counted = await markDelivered(h.plane.pool, [kept.commandId, cancelled.commandId]);
+  t.same([...counted], [kept.commandId], 'only the open command is counted (and so sent)');
+  const rows = (await h.plane.pool.query<{ command_id: string; state: string; deliveries: number }>('SELECT command_id, state, deliveries FROM agent_commands WHERE agent_id = $1 ORDER BY generation', [identity.identityId])).rows;
+  t.same(rows, [{ command_id: kept.commandId, state: 'delivered', deliveries: 1 }, { command_id: cancelled.commandId, state: 'expired', deliveries: 0 }], 'the cancelled one stays never delivered');
 });
 
 t.test('hub – an agent\'s "accepted" is recorded after a short delay, and not at all when its result comes first', async (t) => {
