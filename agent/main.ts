@@ -4,6 +4,7 @@
  * loaded only when chosen, so `run` never loads the HTTP client and `enroll` never
  * loads the WebSocket stack. Exit codes: 0 done, 1 failure, 2 usage or config error.
  */
+import { dropDriverDebug } from './cli/driver-debug.js';
 import { collectStartupGarbage, useBaselineCompilerOnly } from './cli/startup-memory.js';
 import { agentVersion } from './version.js';
 
@@ -18,6 +19,7 @@ async function main(argv: string[]): Promise<number> {
     case 'enroll':
       return (await import('./cli/enroll-command.js')).enrollCommand(rest);
     case 'run':
+      if (dropDriverDebug(process.env) !== undefined) process.stderr.write('sikker-agent: DEBUG is ignored: driver debug output would show passwords\n');
       useBaselineCompilerOnly(); // before the daemon's modules load: see startup-memory.ts
       collectStartupGarbage(1000);
       return (await import('./cli/run-command.js')).runCommand(rest);

@@ -34,7 +34,14 @@ export interface ScramKeys {
 export async function scramKeys(password: string, salt: Buffer, iterations: number): Promise<ScramKeys> {
   if (!Number.isInteger(iterations) || iterations < 1) throw new RangeError('iterations must be a positive integer');
   if (salt.length === 0) throw new RangeError('salt must not be empty');
-  const saltedPassword = await pbkdf2Async(Buffer.from(saslPrepPassword(password), 'utf8'), salt, iterations, 32, 'sha256');
+  // a small Buffer.from() is carved from node's shared pool, where it would outlive this call: zeroed once PBKDF2 is done
+  const input = Buffer.from(saslPrepPassword(password), 'utf8');
+  let saltedPassword: Buffer;
+  try {
+    saltedPassword = await pbkdf2Async(input, salt, iterations, 32, 'sha256');
+  } finally {
+    input.fill(0);
+  }
   const clientKey = createHmac('sha256', saltedPassword).update('Client Key').digest();
   const storedKey = createHash('sha256').update(clientKey).digest();
   const serverKey = createHmac('sha256', saltedPassword).update('Server Key').digest();

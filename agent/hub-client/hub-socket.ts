@@ -4,7 +4,7 @@ import { createRequire } from 'node:module';
 import { checkServerIdentity, type PeerCertificate } from 'node:tls';
 import type WebSocketType from 'ws';
 import { ERROR_CODES, SikkerError, type ErrorCode } from '../../shared/errors/sikker-error.js';
-import { AGENT_CONNECT_PATH, MAX_MESSAGE_BYTES } from '../../shared/protocol/agent-messages.js';
+import { AGENT_CONNECT_PATH, MAX_FRAGMENTS, MAX_MESSAGE_BYTES } from '../../shared/protocol/agent-messages.js';
 import { signRequest } from '../../shared/signing/request-signature.js';
 
 /** How to open one signed connection to the hub. */
@@ -59,6 +59,7 @@ export function openHubSocket<T>(options: HubSocketOptions, hooks: { onSocket?: 
     const socket = new WebSocket(options.connectUrl, {
       headers,
       maxPayload: MAX_MESSAGE_BYTES,
+      maxFragments: MAX_FRAGMENTS,
       perMessageDeflate: false,
       handshakeTimeout: options.handshakeTimeoutMs,
       followRedirects: false,
@@ -68,7 +69,7 @@ export function openHubSocket<T>(options: HubSocketOptions, hooks: { onSocket?: 
     socket.on('error', (err: Error) => settle(transportError(options.connectUrl, err)));
     socket.on('close', () => settle(new SikkerError('ERR_SERVER_UNREACHABLE', `${options.connectUrl} closed the connection during the handshake`, { retryable: true })));
     socket.on('unexpected-response', (_req, res) => {
-      readErrorBody(res)
+      readErrorBody(res, options.handshakeTimeoutMs)
         .then((body) => settle(refusal(options.connectUrl, res.statusCode ?? 0, body)))
         .catch(() => settle(refusal(options.connectUrl, res.statusCode ?? 0, Buffer.alloc(0))));
     });
@@ -92,17 +93,29 @@ function tlsOptions(options: HubSocketOptions): WebSocketType.ClientOptions {
   };
 }
 
-function readErrorBody(res: IncomingMessage): Promise<Buffer> {
-  return new Promise<Buffer>((resolve, reject) => {
+/**
+ * The body of a non-101 answer, for its error code: at most MAX_ERROR_BODY_BYTES, within
+ * `timeoutMs`. Whatever came by then is used and the response is dropped, so an endless
+ * or stalled body (a proxy, a wrong endpoint) cannot hold up the reconnect loop.
+ */
+function readErrorBody(res: IncomingMessage, timeoutMs: number): Promise<Buffer> {
+  return new Promise<Buffer>((resolve) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    const done = (): void => {
+      clearTimeout(timer);
+      res.destroy();
+      resolve(Buffer.concat(chunks).subarray(0, MAX_ERROR_BODY_BYTES));
+    };
+    const timer = setTimeout(done, timeoutMs);
     res.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
       size += chunk.length;
-      if (size <= MAX_ERROR_BODY_BYTES) chunks.push(chunk);
+      if (size >= MAX_ERROR_BODY_BYTES) done();
     });
-    res.on('end', () => resolve(Buffer.concat(chunks)));
-    res.on('error', reject);
-    res.on('aborted', () => resolve(Buffer.concat(chunks)));
+    res.on('end', done);
+    res.on('error', done);
+    res.on('aborted', done);
   });
 }
 
