@@ -93,6 +93,7 @@ export class IdentityService {
       const row = (await client.query<{ project_id: string; role: Role; allowed_cidrs: string[]; project_name: string }>(
         `UPDATE join_tokens t SET used_at = now(), used_by = $2 FROM projects p
           WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > now() AND p.project_id = t.project_id
+            AND NOT EXISTS (SELECT 1 FROM identities c WHERE c.identity_id = t.created_by AND c.disabled_at IS NOT NULL)
           RETURNING t.project_id, t.role, t.allowed_cidrs::text[] AS allowed_cidrs, p.name AS project_name`,
         [tokenHash(input.token), identityId],
       )).rows[0];
@@ -116,13 +117,18 @@ export class IdentityService {
     });
   }
 
-  /** Disables an identity: its signed requests are refused from now on (other replicas within a second). */
+  /**
+   * Disables an identity: its signed requests are refused from now on (other replicas within a
+   * second), and the join tokens it created that were not redeemed yet no longer enroll anyone.
+   */
   async disable(caller: AuthIdentity, sourceIp: string, identityId: string): Promise<AuthIdentity & { createdAt: Date }> {
     requireGlobalAdmin(caller, 'disable identities');
     if (identityId === caller.identityId) throw new SikkerError('ERR_CONFLICT', 'you cannot disable your own identity');
     await withTransaction(this.pool, this.logger, async (client) => {
       const updated = await client.query('UPDATE identities SET disabled_at = COALESCE(disabled_at, now()) WHERE identity_id = $1', [identityId]);
       if (updated.rowCount !== 1) throw new SikkerError('ERR_NOT_FOUND', 'no such identity');
+      // What it handed out goes with it: join tokens it created and nobody redeemed yet (enroll checks the creator too).
+      await client.query('UPDATE join_tokens SET expires_at = now() WHERE created_by = $1 AND used_at IS NULL AND expires_at > now()', [identityId]);
       await this.chain.append(client, [{ identityId: caller.identityId, sourceIp, action: 'identity.disable', outcome: 'success', detail: { target: identityId } }]);
     });
     this.cache.delete(identityId);

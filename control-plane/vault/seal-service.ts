@@ -36,9 +36,14 @@ function rootCheck(rootKey: Buffer): Buffer {
 function decodeShare(text: string): Uint8Array {
   const body = text.trim();
   if (!body.startsWith(SHARE_PREFIX)) throw new SikkerError('ERR_VAULT_SHARE_INVALID', `a share starts with "${SHARE_PREFIX}"`);
+  // a small Buffer.from() is carved from node's shared pool: zeroed once copied out
   const bytes = Buffer.from(body.slice(SHARE_PREFIX.length), 'base64url');
-  if (bytes.length !== 33) throw new SikkerError('ERR_VAULT_SHARE_INVALID', 'the share has the wrong length (copied incompletely?)');
-  return new Uint8Array(bytes);
+  try {
+    if (bytes.length !== 33) throw new SikkerError('ERR_VAULT_SHARE_INVALID', 'the share has the wrong length (copied incompletely?)');
+    return new Uint8Array(bytes);
+  } finally {
+    zero(bytes);
+  }
 }
 
 /**

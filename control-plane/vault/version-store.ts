@@ -61,11 +61,17 @@ export class VersionStore {
     }
     const secretId = randomUUID();
     const { dataKey, wrapped } = await this.keyring.newDataKey(client, projectId, secretId, keyVersion);
-    const inserted = await client.query(
-      'INSERT INTO secrets (secret_id, project_id, name, wrapped_data_key, data_key_version) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, name) DO NOTHING',
-      [secretId, projectId, name, wrapped, keyVersion],
-    );
-    if (inserted.rowCount !== 1) {
+    let inserted: number | null;
+    try {
+      inserted = (await client.query(
+        'INSERT INTO secrets (secret_id, project_id, name, wrapped_data_key, data_key_version) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, name) DO NOTHING',
+        [secretId, projectId, name, wrapped, keyVersion],
+      )).rowCount;
+    } catch (err) {
+      zero(dataKey);
+      throw err;
+    }
+    if (inserted !== 1) {
       zero(dataKey);
       throw new SikkerError('ERR_CONFLICT', 'the secret was created concurrently; retry', { retryable: true });
     }
