@@ -200,7 +200,7 @@ export async function openRunOf(db: Queryable, targetId: string): Promise<RunRow
 }
 
 /** Locks the run for one step; null when another replica holds it (it will advance it) or it does not exist. */
-export type RunWithTargetRow = RunRow & { target_json: (Omit<TargetRow, 'created_at' | 'preflight_at'> & { created_at: string; preflight_at: string | null }) | null };
+export type RunWithTargetRow = RunRow & { target_json: (Omit<TargetRow, 'created_at' | 'preflight_at'> & { created_at: string; preflight_at: string | null }) | null; answers_leak: boolean };
 
 /**
  * The statement that locks a run (SKIP LOCKED: no row when another step holds it) and
@@ -212,21 +212,29 @@ export function lockRunWithTargetStatement(runId: string): FirstStatement {
   return { name: 'sikker_run_lock_with_target', prepare: `PREPARE sikker_run_lock_with_target(uuid) AS ${LOCK_RUN_WITH_TARGET}`, args: [sqlLiteral(runId)] };
 }
 
-const LOCK_RUN_WITH_TARGET = `SELECT r.*, to_jsonb(tg) AS target_json FROM rotation_runs r
+const LOCK_RUN_WITH_TARGET = `SELECT r.*, to_jsonb(tg) AS target_json, EXISTS (SELECT 1 FROM leaks l WHERE l.run_id = r.run_id) AS answers_leak FROM rotation_runs r
     LEFT JOIN LATERAL (${TARGET_SELECT} WHERE t.target_id = r.target_id) tg ON true
    WHERE r.run_id = $1 FOR UPDATE OF r SKIP LOCKED`;
 
-/** The run and its target from {@link lockRunWithTargetStatement}'s rows; null when the run was not locked. `target` is null only if its row is missing. */
-export function runWithTarget(rows: readonly RunWithTargetRow[]): { run: RunRow; target: TargetRow | null } | null {
+/** A run locked for a step, with its target, and whether a leak is answered by it (its own, or one that joined it). */
+export interface LockedRun {
+  run: RunRow;
+  /** Null only if its row is missing. */
+  target: TargetRow | null;
+  answersLeak: boolean;
+}
+
+/** The run and its target from {@link lockRunWithTargetStatement}'s rows; null when the run was not locked. */
+export function runWithTarget(rows: readonly RunWithTargetRow[]): LockedRun | null {
   const row = rows[0];
   if (row === undefined) return null;
-  const { target_json: json, ...run } = row;
+  const { target_json: json, answers_leak: answersLeak, ...run } = row;
   const target = json === null ? null : { ...json, created_at: new Date(json.created_at), preflight_at: json.preflight_at === null ? null : new Date(json.preflight_at) };
-  return { run, target };
+  return { run, target, answersLeak: answersLeak === true };
 }
 
 /** {@link lockRunWithTargetStatement} run on its own. */
-export async function lockRunWithTarget(db: Queryable, runId: string): Promise<{ run: RunRow; target: TargetRow | null } | null> {
+export async function lockRunWithTarget(db: Queryable, runId: string): Promise<LockedRun | null> {
   return runWithTarget((await db.query<RunWithTargetRow>({ name: 'run-lock-with-target', text: LOCK_RUN_WITH_TARGET, values: [runId] })).rows);
 }
 

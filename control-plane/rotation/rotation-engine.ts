@@ -15,7 +15,7 @@ import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import { promotedPrevious, promotePendingWrite, type LockedSecretRow, type VersionStore } from '../vault/version-store.js';
 import type { Alert, Alerter } from './alerter.js';
 import { generatePassword } from './password-generator.js';
-import { findPolicy, findTargetById, lockRunWithTargetStatement, runWithTarget, updateRunWithSteps, type RunWithTargetRow, type PolicyRow, type RunChange, type RunRow, type RunStep, type TargetRow } from './rotation-dal.js';
+import { findPolicy, findTargetById, lockRunWithTargetStatement, runWithTarget, updateRunWithSteps, type LockedRun, type RunWithTargetRow, type PolicyRow, type RunChange, type RunRow, type RunStep, type TargetRow } from './rotation-dal.js';
 import { userForNextRun } from './policy-rules.js';
 import { RunCommands } from './run-commands.js';
 
@@ -256,11 +256,12 @@ export class RotationEngine {
   }
 
   /** One step on the locked run, its steps and audit records written at the end; null when there is nothing to do now. */
-  private async step(client: PoolClient, locked: { run: RunRow; target: TargetRow | null } | null): Promise<StepOutcome | null> {
+  private async step(client: PoolClient, locked: LockedRun | null): Promise<StepOutcome | null> {
     if (locked === null || !locked.run.holds_target) return null;
     const { run, target } = locked;
     if (target === null) throw new SikkerError('ERR_INTERNAL', 'a run refers to a missing target');
     const ctx = new StepContext(client, run, target, this.chain);
+    ctx.answersLeak = locked.answersLeak;
     const stepped = await this.stepOn(ctx);
     await ctx.flush();
     // after the flush: a command stored by one of its writes is claimed there (ctx.claimed)
@@ -450,7 +451,8 @@ export class RotationEngine {
     `committed (${how})`, { version: run.pending_version, previous, graceSeconds: graceOver ? 0 : run.grace_seconds });
     ctx.audit('rotation.commit', 'success', run.pending_version, { how, previous, strategy: run.strategy });
     const announce = await this.deliverToSinks(ctx);
-    if (run.trigger === 'leak') announce.push(...(await this.leakAfterCommit(ctx, previous)));
+    // a leak run, or a run a leak joined before its commit (leak-service.ts runFor)
+    if (run.trigger === 'leak' || ctx.answersLeak) announce.push(...(await this.leakAfterCommit(ctx, previous)));
     return { again: !graceOver && run.grace_seconds === 0, announce, alert: null };
   }
 
@@ -631,6 +633,8 @@ class StepContext {
   readonly onCommit: Array<() => void> = [];
   /** The secret's lock row, when the run's creator took the lock in its transaction (used once, by the pending step). */
   lockedSecret: LockedSecretRead | undefined;
+  /** A leak is answered by this run (as the run was locked): its commit revokes older versions and ends sessions as asked. */
+  answersLeak = false;
   /** Commands the step's own statements counted as delivered (sent after the commit). */
   readonly claimed: ClaimedDelivery[] = [];
   /** Writes nothing in the step reads back, sent with the run's changes by flush; `then` gets what each did. */

@@ -7,6 +7,7 @@
  */
 import pg from 'pg';
 import t from 'tap';
+import { createApplier } from '../../agent/appliers/index.js';
 import { enrollAgent, eventually } from '../support/agents.js';
 import { rotationFixture, startScramCluster, type RotationFixture } from '../support/rotation-fixture.js';
 
@@ -91,6 +92,37 @@ t.test('leak with --kill-sessions ends the sessions that logged in with the leak
     }
   }, 10_000, 'the held session to be ended');
   t.pass('the session opened with the leaked password was ended');
+  await held.end().catch(() => undefined);
+});
+
+t.test('a leak with --kill-sessions that joins a run in flight ends the sessions when that run commits', async (t) => {
+  // the agent's apply waits until the leak has joined the run
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const fx = await rotationFixture(t, server, {
+    createApplier: async (target, admin) => {
+      const real = await createApplier(target, admin);
+      return new Proxy(real, { get: (obj, key) => (key === 'apply' ? async (req: Parameters<typeof real.apply>[0]) => gate.then(() => real.apply(req)) : Reflect.get(obj, key)) });
+    },
+  });
+  t.teardown(() => release());
+  const leaked = 'Leaked-joined-4';
+  const role = await testedTarget(fx, 'joined', leaked);
+  const held = new pg.Client({ host: '127.0.0.1', port: server.port, database: 'postgres', user: role, password: leaked });
+  held.on('error', () => undefined);
+  await held.connect();
+  const manual = await fx.h.admin.ok('POST', '/v1/projects/p/targets/joined/rotate', {});
+  await fx.waitRun(manual.run.runId, ['dispatched']);
+  const started = await fx.h.admin.ok('POST', '/v1/projects/p/leaks', { secret: 'joined-password', killSessions: true });
+  t.match(started.leaks[0], { runId: manual.run.runId, joined: true }, 'the leak joined the run in flight');
+  release();
+  const report = await waitLeak(fx, started.leaks[0].leakId);
+  t.equal(report.state, 'neutralised', `${report.reason ?? ''}`);
+  await eventually(async () => held.query('SELECT 1').then(() => undefined, () => true), 10_000, 'the held session to be ended');
+  t.pass('the session opened with the leaked password was ended');
+  t.equal(await fx.logsIn(role, leaked), false, 'the leaked password is refused');
   await held.end().catch(() => undefined);
 });
 
