@@ -107,7 +107,7 @@ export async function createControlPlane(config: ControlPlaneConfig, logger: Log
   const versionStore = new VersionStore(keyring);
   const secrets = new SecretService(pool, keyring, projects, audit, chain, logger, versionStore);
   const keyRotation = new ProjectKeyRotation(pool, keyring, chain, logger);
-  const nonces = new NonceStore(redis, config.redisPrefix, config.clockSkewMs * 2);
+  const nonces = new NonceStore(redis, config.redisPrefix, config.clockSkewMs);
   const authenticator = new RequestAuthenticator(identities, nonces, config.clockSkewMs);
   const metrics = new ControlPlaneMetrics(options);
   const staleSeconds = Math.ceil((config.agentHeartbeatMs * 3) / 1000);

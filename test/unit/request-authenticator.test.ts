@@ -1,7 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import t from 'tap';
 import { RequestAuthenticator } from '../../control-plane/auth/request-authenticator.js';
-import { NonceStore } from '../../control-plane/auth/nonce-store.js';
+import { NONCE_TTL_MARGIN_MS, NonceStore } from '../../control-plane/auth/nonce-store.js';
 import { buildBlockList } from '../../control-plane/identity/identity-dal.js';
 import type { AuthIdentity } from '../../control-plane/identity/identity-types.js';
 import { signRequest } from '../../shared/signing/request-signature.js';
@@ -35,7 +35,7 @@ function setup(opts: { identity?: AuthIdentity | null; redisDown?: boolean } = {
   const redis = fakeRedis(opts.redisDown);
   const auth = new RequestAuthenticator(
     { forAuthentication: async () => (opts.identity === undefined ? identity() : opts.identity) },
-    new NonceStore(redis as never, 'p:', 120_000), 60_000,
+    new NonceStore(redis as never, 'p:', 60_000), 60_000,
   );
   return { auth, redis };
 }
@@ -96,4 +96,12 @@ t.test('authenticator – unknown, disabled, wrong source', async (t) => {
 
 t.test('authenticator – nonce store down refuses (fail closed)', async (t) => {
   await t.rejects(setup({ redisDown: true }).auth.authenticate(request()), { code: 'ERR_AUTH_NONCE_STORE_UNAVAILABLE' });
+});
+
+t.test('nonce store – a nonce is kept for the whole window a request is valid in, plus a margin for replica clocks', async (t) => {
+  const calls: unknown[][] = [];
+  const store = new NonceStore({ set: async (...args: unknown[]) => (calls.push(args), 'OK') } as never, 'p:', 60_000);
+  t.equal(await store.claim('id', 'n'.repeat(16)), true);
+  t.same(calls[0], ['p:nonce:id:nnnnnnnnnnnnnnnn', '1', 'PX', 120_000 + NONCE_TTL_MARGIN_MS, 'NX']);
+  t.ok(NONCE_TTL_MARGIN_MS >= 10_000, 'a margin of at least ten seconds');
 });
