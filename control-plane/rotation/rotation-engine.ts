@@ -452,7 +452,7 @@ export class RotationEngine {
     ctx.audit('rotation.commit', 'success', run.pending_version, { how, previous, strategy: run.strategy });
     const announce = await this.deliverToSinks(ctx);
     // a leak run, or a run a leak joined before its commit (leak-service.ts runFor)
-    if (run.trigger === 'leak' || ctx.answersLeak) announce.push(...(await this.leakAfterCommit(ctx, previous)));
+    if (run.trigger === 'leak' || ctx.answersLeak) announce.push(...(await this.leakAfterCommit(ctx, previous, oldIsDead)));
     return { again: !graceOver && run.grace_seconds === 0, announce, alert: null };
   }
 
@@ -492,7 +492,9 @@ export class RotationEngine {
       ctx.change({ state: 'done', holds_target: false, finished_at: now, command_id: null, next_action_at: null }, 'previous revoked', { version: run.previous_version, outcome: command.result?.outcome ?? null });
       ctx.audit('rotation.revoke', 'success', run.previous_version, {});
       this.finishLeaks(ctx, 'neutralised', null);
-      return { again: false, announce: [], alert: null };
+      // a leak's sessions are ended now that its password no longer logs in (see leakAfterCommit)
+      const announce = ctx.answersLeak && run.previous_version !== null && (await this.leakWantsSessionsEnded(ctx)) ? await this.endSessions(ctx, run.previous_version) : [];
+      return { again: false, announce, alert: null };
     }
     const failures = run.failures + 1;
     const reason = command === 'timeout' ? 'the agent did not answer' : `${command.error?.code ?? command.state}: ${command.error?.message ?? ''}`;
@@ -527,22 +529,36 @@ export class RotationEngine {
    * Leak response at commit: every older version still marked active is revoked in the
    * vault at once (they no longer log in: earlier rotations replaced or revoked them),
    * except the previous one of dual/alternate, which the revoke step (grace 0, next)
-   * removes from the database first. With `kill_sessions`, the user's live sessions are
-   * ended too (the command runs before the revoke: the agent keeps generation order).
+   * removes from the database first. With `kill_sessions`, the previous password's user's
+   * live sessions are ended once that password no longer logs in: at commit when the apply
+   * replaced it, otherwise right after the revoke step (also for a leak that joined the run
+   * after its commit).
    */
-  private async leakAfterCommit(ctx: StepContext, previous: number | null): Promise<string[]> {
+  private async leakAfterCommit(ctx: StepContext, previous: number | null, oldIsDead: boolean): Promise<string[]> {
     const { client, run, target } = ctx;
     const keepForRevoke = run.strategy === 'replace' ? null : previous;
     await client.query(
       `UPDATE secret_versions SET state = 'revoked' WHERE secret_id = $1 AND version < $2 AND state = 'active' AND ($3::int IS NULL OR version <> $3::int)`,
       [target.secret_id, run.pending_version, keepForRevoke],
     );
-    const leak = (await client.query<{ kill_sessions: boolean; leaked_version: number }>({ name: 'leak-of-run', text: 'SELECT kill_sessions, leaked_version FROM leaks WHERE run_id = $1 ORDER BY reported_at LIMIT 1', values: [run.run_id] })).rows[0];
-    if (leak?.kill_sessions !== true || previous === null) return [];
-    const user = (await client.query<{ db_user: string | null }>('SELECT db_user FROM secret_versions WHERE secret_id = $1 AND version = $2', [target.secret_id, previous])).rows[0]?.db_user ?? target.spec.user;
+    // Sessions are ended once the leaked password no longer logs in: here when the apply replaced
+    // it, else after the revoke (afterRevoke). Ended before that, they could log in again meanwhile.
+    if (!oldIsDead || previous === null || !(await this.leakWantsSessionsEnded(ctx))) return [];
+    return this.endSessions(ctx, previous);
+  }
+
+  /** Whether a leak this run answers asked for the user's live sessions to be ended. */
+  private async leakWantsSessionsEnded(ctx: StepContext): Promise<boolean> {
+    return (await ctx.client.query<{ kill: boolean | null }>({ name: 'leak-kill-sessions-of-run', text: 'SELECT bool_or(kill_sessions) AS kill FROM leaks WHERE run_id = $1', values: [ctx.run.run_id] })).rows[0]?.kill === true;
+  }
+
+  /** Ends the live sessions of the user `version` was the password of (`sessions.terminate`, after the agent's earlier commands). */
+  private async endSessions(ctx: StepContext, version: number): Promise<string[]> {
+    const { client, run, target } = ctx;
+    const user = (await client.query<{ db_user: string | null }>('SELECT db_user FROM secret_versions WHERE secret_id = $1 AND version = $2', [target.secret_id, version])).rows[0]?.db_user ?? target.spec.user;
     const issued = await this.runCommands.terminate(client, run, target, user);
     ctx.step('ending the user\'s live sessions', { commandId: issued.commandId, user });
-    ctx.audit('rotation.sessions.terminate', 'issued', previous, { commandId: issued.commandId });
+    ctx.audit('rotation.sessions.terminate', 'issued', version, { commandId: issued.commandId });
     return [target.agent_id];
   }
 

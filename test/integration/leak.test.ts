@@ -126,6 +126,56 @@ t.test('a leak with --kill-sessions that joins a run in flight ends the sessions
   await held.end().catch(() => undefined);
 });
 
+/** A session held open as `user` with `password` on the private cluster (closed at teardown). */
+async function heldSession(t: { teardown(fn: () => unknown): void }, user: string, password: string): Promise<pg.Client> {
+  const held = new pg.Client({ host: '127.0.0.1', port: server.port, database: 'postgres', user, password });
+  held.on('error', () => undefined);
+  await held.connect();
+  t.teardown(() => held.end().catch(() => undefined));
+  return held;
+}
+
+const ended = (held: pg.Client) => eventually(async () => held.query('SELECT 1').then(() => undefined, () => true), 10_000, 'the held session to be ended');
+
+/** The steps of `runId`, by name, in order. */
+async function stepsOf(fx: RotationFixture, runId: string): Promise<string[]> {
+  return (await fx.h.admin.ok('GET', `/v1/projects/p/runs/${runId}`)).steps.map((s: { step: string }) => s.step);
+}
+
+t.test('alternate, --kill-sessions: the previous user\'s sessions are ended after its password is revoked, so they cannot log in again', async (t) => {
+  const fx = await rotationFixture(t, server);
+  const leaked = 'Leaked-alternate-5';
+  const green = await fx.createRole('Alt-green-unused-6');
+  const blue = await testedTarget(fx, 'alt', leaked, { alternateUser: green });
+  await fx.h.admin.ok('PUT', '/v1/projects/p/targets/alt/policy', { policy: { schedule: { kind: 'every', seconds: 86400 }, strategy: 'alternate', graceSeconds: 3600 } });
+  const held = await heldSession(t, blue, leaked);
+  const started = await fx.h.admin.ok('POST', '/v1/projects/p/leaks', { secret: 'alt-password', killSessions: true });
+  const report = await waitLeak(fx, started.leaks[0].leakId);
+  t.equal(report.state, 'neutralised', `${report.reason ?? ''}`);
+  await ended(held);
+  t.equal(await fx.logsIn(blue, leaked), false, 'the leaked password is refused');
+  const steps = await stepsOf(fx, started.leaks[0].runId);
+  t.ok(steps.indexOf('ending the user\'s live sessions') > steps.indexOf('previous revoked'), `sessions ended after the revoke (${steps.join(', ')})`);
+});
+
+t.test('a leak with --kill-sessions that joins a run already in its grace period: revoked at once, then the sessions are ended', async (t) => {
+  const fx = await rotationFixture(t, server);
+  const first = 'Leaked-in-grace-7';
+  const green = await fx.createRole('Grace-green-8');
+  const blue = await testedTarget(fx, 'grace', first, { alternateUser: green });
+  await fx.h.admin.ok('PUT', '/v1/projects/p/targets/grace/policy', { policy: { schedule: { kind: 'every', seconds: 86400 }, strategy: 'alternate', graceSeconds: 3600 } });
+  const manual = await fx.h.admin.ok('POST', '/v1/projects/p/targets/grace/rotate', {});
+  await fx.waitRun(manual.run.runId, ['committed']);
+  const held = await heldSession(t, blue, first);
+  const started = await fx.h.admin.ok('POST', '/v1/projects/p/leaks', { secret: 'grace-password', version: 1, killSessions: true });
+  t.match(started.leaks[0], { runId: manual.run.runId, joined: true }, 'the leak joined the run in its grace period');
+  const report = await waitLeak(fx, started.leaks[0].leakId);
+  t.equal(report.state, 'neutralised', `${report.reason ?? ''}`);
+  await ended(held);
+  t.equal(await fx.logsIn(blue, first), false, 'the leaked password is refused');
+  t.equal(await fx.logsIn(green, await fx.secretValue('grace-password')), true, 'the current one still works');
+});
+
 t.test('a project leak with one agent offline finishes the rest and reports that target as still exposed', async (t) => {
   const fx = await rotationFixture(t, server, { env: { SIKKER_ROTATION_COMMAND_SECONDS: '5' } });
   const a = await testedTarget(fx, 'one', 'Proj-one-1');
