@@ -177,6 +177,11 @@ function adminUrl(connection: { url?: string | undefined; urlFile?: string | und
   if (!ADMIN_URL_PROTOCOLS.includes(parsed.protocol)) {
     throw new SikkerError('ERR_CONFIG_INVALID', `${where} must start with ${ADMIN_URL_PROTOCOLS.map((p) => `${p}//`).join(', ')}`);
   }
+  // An admin URL without them would take the target's host and port, which the control plane
+  // describes: it could then choose where this login's password is sent.
+  if (parsed.hostname === '' || parsed.port === '') {
+    throw new SikkerError('ERR_CONFIG_INVALID', `${where} must name the server's host and port (e.g. ${parsed.protocol}//user:…@db.internal:5432/…): without them the target, as the control plane describes it, would decide where this login's password is sent`);
+  }
   return url;
 }
 

@@ -128,6 +128,10 @@ t.test('agent config – admin connections: the URL is never echoed', async (t) 
     [{ name: 'a', url: `http://admin:${token}@db:5432/x` }, /adminConnections\.0\.url must start with postgres:\/\//],
     [{ name: 'a', url: `${token}`.repeat(400) }, /adminConnections\.0\.url/],
     [{ name: 'a', urlFile: file }, /adminConnections\.0\.urlFile: the URL in .*bad\.url must start with/],
+    // no port, or no host: the target (described by the control plane) would choose where the password goes
+    [{ name: 'a', url: `postgres://admin:${token}@db.internal/postgres` }, /adminConnections\.0\.url must name the server's host and port/],
+    [{ name: 'a', url: `postgres://admin:${token}@/postgres` }, /adminConnections\.0\.url (must name the server's host and port|is not a valid URL)/],
+    [{ name: 'a', url: `redis://:${token}@127.0.0.1` }, /adminConnections\.0\.url must name the server's host and port/],
   ];
   for (const [entry, message] of attempts) {
     try {
