@@ -126,6 +126,14 @@ t.test('a leak with --kill-sessions that joins a run in flight ends the sessions
   await held.end().catch(() => undefined);
 });
 
+/** A tested target `name` on user blue (password `password` adopted) and green, with an alternate policy of one hour's grace. */
+async function alternateTarget(fx: RotationFixture, name: string, password: string): Promise<{ blue: string; green: string }> {
+  const green = await fx.createRole(`${name}-green-Unused-1`);
+  const blue = await testedTarget(fx, name, password, { alternateUser: green });
+  await fx.h.admin.ok('PUT', `/v1/projects/p/targets/${name}/policy`, { policy: { schedule: { kind: 'every', seconds: 86400 }, strategy: 'alternate', graceSeconds: 3600 } });
+  return { blue, green };
+}
+
 /** A session held open as `user` with `password` on the private cluster (closed at teardown). */
 async function heldSession(t: { teardown(fn: () => unknown): void }, user: string, password: string): Promise<pg.Client> {
   const held = new pg.Client({ host: '127.0.0.1', port: server.port, database: 'postgres', user, password });
@@ -145,9 +153,7 @@ async function stepsOf(fx: RotationFixture, runId: string): Promise<string[]> {
 t.test('alternate, --kill-sessions: the previous user\'s sessions are ended after its password is revoked, so they cannot log in again', async (t) => {
   const fx = await rotationFixture(t, server);
   const leaked = 'Leaked-alternate-5';
-  const green = await fx.createRole('Alt-green-unused-6');
-  const blue = await testedTarget(fx, 'alt', leaked, { alternateUser: green });
-  await fx.h.admin.ok('PUT', '/v1/projects/p/targets/alt/policy', { policy: { schedule: { kind: 'every', seconds: 86400 }, strategy: 'alternate', graceSeconds: 3600 } });
+  const { blue } = await alternateTarget(fx, 'alt', leaked);
   const held = await heldSession(t, blue, leaked);
   const started = await fx.h.admin.ok('POST', '/v1/projects/p/leaks', { secret: 'alt-password', killSessions: true });
   const report = await waitLeak(fx, started.leaks[0].leakId);
@@ -161,9 +167,7 @@ t.test('alternate, --kill-sessions: the previous user\'s sessions are ended afte
 t.test('a leak with --kill-sessions that joins a run already in its grace period: revoked at once, then the sessions are ended', async (t) => {
   const fx = await rotationFixture(t, server);
   const first = 'Leaked-in-grace-7';
-  const green = await fx.createRole('Grace-green-8');
-  const blue = await testedTarget(fx, 'grace', first, { alternateUser: green });
-  await fx.h.admin.ok('PUT', '/v1/projects/p/targets/grace/policy', { policy: { schedule: { kind: 'every', seconds: 86400 }, strategy: 'alternate', graceSeconds: 3600 } });
+  const { blue, green } = await alternateTarget(fx, 'grace', first);
   const manual = await fx.h.admin.ok('POST', '/v1/projects/p/targets/grace/rotate', {});
   await fx.waitRun(manual.run.runId, ['committed']);
   const held = await heldSession(t, blue, first);

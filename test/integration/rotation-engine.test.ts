@@ -27,6 +27,16 @@ async function preflightedTarget(t: Test, name: string, password: string): Promi
   return { fx, role, pool: fx.h.plane.pool };
 }
 
+/** A preflighted target `name` on user blue (password `first` adopted) and green, with an alternate policy of `graceSeconds`. */
+async function alternateTarget(fx: Awaited<ReturnType<typeof rotationFixture>>, name: string, first: string, graceSeconds: number): Promise<{ blue: string; green: string }> {
+  const blue = await fx.createRole(first);
+  const green = await fx.createRole(`${name}-Green-unknown-2`);
+  await fx.addTarget(name, blue, { adoptPassword: first, alternateUser: green });
+  await fx.h.admin.ok('POST', `/v1/projects/p/targets/${name}/test`, {});
+  await fx.h.admin.ok('PUT', `/v1/projects/p/targets/${name}/policy`, { policy: { schedule: { kind: 'every', seconds: 86400 }, strategy: 'alternate', graceSeconds } });
+  return { blue, green };
+}
+
 /** Triggers a manual rotation of `name` and waits until its run has ended (done, failed or parked). */
 async function rotateToEnd(fx: Awaited<ReturnType<typeof rotationFixture>>, name: string): Promise<Awaited<ReturnType<Awaited<ReturnType<typeof rotationFixture>>['waitRun']>>> {
   const started = await fx.h.admin.ok('POST', `/v1/projects/p/targets/${name}/rotate`, {});
@@ -139,11 +149,7 @@ t.test('a policy cannot be enabled before a passing preflight, and the failure s
 t.test('alternate: the resting user gets the new password; the previous one works through the grace period, then is refused', async (t) => {
   const fx = await rotationFixture(t, server);
   const first = 'Alt-first-1';
-  const blue = await fx.createRole(first);
-  const green = await fx.createRole('Green-unknown-2');
-  await fx.addTarget('alt', blue, { adoptPassword: first, alternateUser: green });
-  await fx.h.admin.ok('POST', '/v1/projects/p/targets/alt/test', {});
-  await fx.h.admin.ok('PUT', '/v1/projects/p/targets/alt/policy', { policy: { schedule: { kind: 'every', seconds: 3600 }, strategy: 'alternate', graceSeconds: 2 } });
+  const { blue, green } = await alternateTarget(fx, 'alt', first, 2);
 
   const started = await fx.h.admin.ok('POST', '/v1/projects/p/targets/alt/rotate', {});
   t.equal(started.run.user, green, 'the resting user is rotated');
@@ -166,11 +172,7 @@ t.test('alternate: the resting user gets the new password; the previous one work
 t.test('a step that fails during the grace period does not cut the grace short', async (t) => {
   const fx = await rotationFixture(t, server);
   const first = 'Grace-first-1';
-  const blue = await fx.createRole(first);
-  const green = await fx.createRole('Grace-green-2');
-  await fx.addTarget('longgrace', blue, { adoptPassword: first, alternateUser: green });
-  await fx.h.admin.ok('POST', '/v1/projects/p/targets/longgrace/test', {});
-  await fx.h.admin.ok('PUT', '/v1/projects/p/targets/longgrace/policy', { policy: { schedule: { kind: 'every', seconds: 86400 }, strategy: 'alternate', graceSeconds: 3600 } });
+  const { blue } = await alternateTarget(fx, 'longgrace', first, 3600);
   const started = await fx.h.admin.ok('POST', '/v1/projects/p/targets/longgrace/rotate', {});
   await fx.waitRun(started.run.runId, ['committed']);
   const pool = fx.h.plane.pool;
