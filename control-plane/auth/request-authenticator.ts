@@ -46,22 +46,6 @@ export function parseSignatureHeaders(headers: IncomingSignedRequest['headers'])
 }
 
 /**
- * The refusals {@link RequestAuthenticator.authenticate} makes only after it found the claimed
- * identity: someone presented a known identity and failed. Only these are worth an audit
- * record. The others (no or malformed headers, an unknown identity, an enrolling key) name
- * nobody the control plane knows, and recording each would let anyone grow the audit chain,
- * whose appends every secret read waits for, at line rate.
- */
-const REFUSALS_OF_KNOWN_IDENTITIES: ReadonlySet<string> = new Set([
-  'ERR_AUTH_CLOCK_SKEW', 'ERR_AUTH_BAD_SIGNATURE', 'ERR_AUTH_REPLAY', 'ERR_AUTH_NONCE_STORE_UNAVAILABLE', 'ERR_AUTH_IDENTITY_DISABLED', 'ERR_AUTH_SOURCE_DENIED',
-]);
-
-/** Whether `err`, thrown by {@link RequestAuthenticator.authenticate}, refused a request that named a known identity. */
-export function refusesKnownIdentity(err: unknown): err is SikkerError {
-  return err instanceof SikkerError && REFUSALS_OF_KNOWN_IDENTITIES.has(err.code);
-}
-
-/**
  * Checks a signed request: headers, clock skew, the signature over method, path and
  * query, body hash, timestamp, nonce and identity, then the nonce (once only), then
  * the identity's state and source CIDRs. Order matters: nothing is recorded for a

@@ -3,7 +3,7 @@ import type { ZodType } from 'zod';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import { importPublicKey } from '../../shared/signing/ed25519-keys.js';
 import type { AuditBatcher } from '../audit/audit-batcher.js';
-import { refusesKnownIdentity, type RequestAuthenticator } from '../auth/request-authenticator.js';
+import type { RequestAuthenticator } from '../auth/request-authenticator.js';
 import type { AuthIdentity } from '../identity/identity-types.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
 import type { Logger } from '../../shared/logging/logger.js';
@@ -91,14 +91,7 @@ export class RouteKit {
     let identity = undefined as unknown as AuthIdentity;
     let nonce = '';
     if (spec.auth === 'identity') {
-      try {
-        ({ identity, nonce } = await this.deps.authenticator.authenticate(signed));
-      } catch (err) {
-        // audited when the request named a known identity (best effort: the refusal stands either way)
-        const claimed = request.headers['x-sikker-identity'];
-        if (refusesKnownIdentity(err) && typeof claimed === 'string') await this.recordRefusal(request, null, err.code, claimed);
-        throw err;
-      }
+      ({ identity, nonce } = await this.audited(request, () => this.deps.authenticator.authenticate(signed)));
     }
     const params = parse(spec.params, request.params, 'params');
     const query = parse(spec.query, request.query, 'query');
@@ -106,10 +99,26 @@ export class RouteKit {
     if (spec.auth === 'enrolling') {
       const publicKey = (body as { publicKey?: unknown }).publicKey;
       if (typeof publicKey !== 'string') throw new SikkerError('ERR_VALIDATION', 'body.publicKey is required');
-      // not audited when refused: the key is nobody's yet (see refusesKnownIdentity)
-      await this.deps.authenticator.authenticateEnrolling(signed, importPublicKey(publicKey), publicKey);
+      await this.audited(request, () => this.deps.authenticator.authenticateEnrolling(signed, importPublicKey(publicKey), publicKey));
     }
     return { body, query, params, sourceIp, identity, nonce };
+  }
+
+  /**
+   * Runs an authentication step; a refusal is audited (best effort: the refusal stands
+   * either way). Requests that claim no identity at all are not recorded one by one:
+   * they prove nothing and would let anyone flood the log.
+   */
+  private async audited<T>(request: FastifyRequest, step: () => Promise<T>): Promise<T> {
+    try {
+      return await step();
+    } catch (err) {
+      const claimed = request.headers['x-sikker-identity'];
+      if (err instanceof SikkerError && typeof claimed === 'string') {
+        await this.recordRefusal(request, null, err.code, claimed);
+      }
+      throw err;
+    }
   }
 
   /** One `auth.failure` or `auth.forbidden` record; an unverified claim goes in detail, never in identity_id. */

@@ -8,7 +8,7 @@ import type { Logger } from '../../shared/logging/logger.js';
 import { AGENT_CONNECT_PATH, AgentToHub, MAX_FRAGMENTS, MAX_MESSAGE_BYTES, type CommandResult } from '../../shared/protocol/agent-messages.js';
 import type { AuditChainWriter } from '../audit/audit-appender.js';
 import type { AuditBatcher } from '../audit/audit-batcher.js';
-import { refusesKnownIdentity, type RequestAuthenticator } from '../auth/request-authenticator.js';
+import type { RequestAuthenticator } from '../auth/request-authenticator.js';
 import { withTransaction } from '../db/transaction.js';
 import { statusFor } from '../http/error-mapping.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
@@ -217,8 +217,7 @@ export class HubServer {
     try {
       return await this.deps.authenticator.authenticate({ method: req.method ?? 'GET', url: req.url ?? '', headers: req.headers, rawBody: Buffer.alloc(0), sourceIp });
     } catch (err) {
-      // audited when the upgrade named a known identity (see refusesKnownIdentity): anyone can knock
-      if (refusesKnownIdentity(err)) await this.auditRefusal(null, sourceIp, err.code);
+      if (err instanceof SikkerError) await this.auditRefusal(null, sourceIp, err.code);
       throw err;
     }
   }

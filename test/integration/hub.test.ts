@@ -134,12 +134,6 @@ t.test('hub – a bad signature, an unknown key or a non-agent gets 401/403 befo
   const good = await rawConnect(h, identity.identityId, identity.privateKey);
   t.ok(good.ws, 'the real key upgrades');
   good.ws?.terminate();
-  const refusals = async () => (await h.plane.pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM audit_records WHERE action IN ('auth.failure', 'auth.forbidden')`)).rows[0]!.n;
-  t.equal(await refusals(), 3, 'each refusal of a known identity is audited');
-  const { randomUUID } = await import('node:crypto');
-  t.equal((await rawConnect(h, randomUUID(), generateIdentityKeyPair().privateKey)).status, 401, 'an unknown identity');
-  t.equal((await rawConnect(h, identity.identityId, identity.privateKey, (headers) => { delete headers['x-sikker-signature']; })).status, 401, 'no signature');
-  t.equal(await refusals(), 3, 'upgrades that name no known identity add nothing to the audit chain');
 });
 
 t.test('hub – disabling an agent closes its socket within seconds and keeps it out', async (t) => {

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import t from 'tap';
 import { startHarness } from '../support/control-plane-harness.js';
 import { startPrivateRedis } from '../support/private-redis.js';
@@ -58,13 +57,6 @@ t.test('signed requests – changing any signed part breaks the signature', asyn
   t.equal((await h.admin.ok('GET', '/v1/projects/p/secrets/s')).value, 'signed-request-value', 'nothing was changed by refused writes');
   const failures = await h.admin.ok('GET', '/v1/audit?action=auth.failure&limit=100');
   t.ok(failures.records.length >= 7, 'every refusal was audited');
-  // a request that names no known identity proves nothing and is not recorded: anyone could grow the chain at line rate
-  const nobody = h.newClient();
-  nobody.identityId = randomUUID();
-  t.equal((await nobody.call('GET', '/v1/projects/p/secrets/s')).body.error.code, 'ERR_AUTH_UNKNOWN_IDENTITY');
-  const garbled = await h.admin.call('GET', '/v1/projects/p/secrets/s', undefined, { mutate: (r) => { r.headers['x-sikker-identity'] = 'x'; } });
-  t.equal(garbled.body.error.code, 'ERR_AUTH_MALFORMED');
-  t.equal((await h.admin.ok('GET', '/v1/audit?action=auth.failure&limit=100')).records.length, failures.records.length, 'neither added an audit record');
 });
 
 t.test('signed requests – source addresses outside the identity\'s CIDRs are refused', async (t) => {
