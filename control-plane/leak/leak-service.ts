@@ -155,9 +155,14 @@ export class LeakService {
     const open = await openRunOf(client, target.target_id);
     if (open !== null) {
       if (open.pending_version === leaked) throw new SikkerError('ERR_ROTATION_IN_FLIGHT', `the leaked version is the one run ${open.run_id} is putting in place; run the leak again when it ends`, { retryable: true });
-      await client.query(`UPDATE rotation_runs SET grace_seconds = 0, next_action_at = CASE WHEN state = 'committed' THEN now() ELSE next_action_at END WHERE run_id = $1`, [open.run_id]);
-      await addSteps(client, open.run_id, [{ step: 'leak reported: grace cut to 0', detail: { leakedVersion: leaked }, at: new Date() }]);
-      return { runId: open.run_id, joined: true };
+      // Only while it still holds the target: a run that finished after openRunOf read it
+      // (this UPDATE waited for its row) would never answer the leak; a new run does then.
+      const hurried = await client.query(`UPDATE rotation_runs SET grace_seconds = 0, next_action_at = CASE WHEN state = 'committed' THEN now() ELSE next_action_at END
+                                           WHERE run_id = $1 AND holds_target RETURNING 1`, [open.run_id]);
+      if (hurried.rowCount === 1) {
+        await addSteps(client, open.run_id, [{ step: 'leak reported: grace cut to 0', detail: { leakedVersion: leaked }, at: new Date() }]);
+        return { runId: open.run_id, joined: true };
+      }
     }
     const policy = await findPolicy(client, target.target_id);
     const strategy = policy?.spec.strategy ?? 'replace';

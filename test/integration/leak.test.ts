@@ -180,6 +180,30 @@ t.test('a leak with --kill-sessions that joins a run already in its grace period
   t.equal(await fx.logsIn(green, await fx.secretValue('grace-password')), true, 'the current one still works');
 });
 
+t.test('a leak that finds a run as it finishes starts a run of its own instead of joining the finished one', async (t) => {
+  const fx = await rotationFixture(t, server);
+  const first = 'Leaked-late-9';
+  const { blue } = await alternateTarget(fx, 'late', first);
+  const manual = await fx.h.admin.ok('POST', '/v1/projects/p/targets/late/rotate', {});
+  await fx.waitRun(manual.run.runId, ['committed']);
+  // the run's row held as a step holds it while the leak looks at the run; the step then finishes it
+  const pool = fx.h.plane.pool;
+  const locker = await pool.connect();
+  t.teardown(() => locker.release());
+  await locker.query('BEGIN');
+  await locker.query('SELECT 1 FROM rotation_runs WHERE run_id = $1 FOR UPDATE', [manual.run.runId]);
+  const leak = fx.h.admin.ok('POST', '/v1/projects/p/leaks', { secret: 'late-password', version: 1 });
+  await eventually(async () => ((await pool.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE rotation_runs SET grace_seconds%'`)).rowCount === 1 ? true : undefined), 10_000, 'the leak waiting for the run\'s row');
+  await locker.query(`UPDATE rotation_runs SET state = 'done', holds_target = false, finished_at = now(), next_action_at = NULL WHERE run_id = $1`, [manual.run.runId]);
+  await locker.query('COMMIT');
+  const started = await leak;
+  t.equal(started.leaks[0].joined, false, 'not joined to the run that finished');
+  t.not(started.leaks[0].runId, manual.run.runId, 'a run of its own');
+  const report = await waitLeak(fx, started.leaks[0].leakId);
+  t.equal(report.state, 'neutralised', `${report.reason ?? ''}`);
+  t.equal(await fx.logsIn(blue, first), false, 'the leaked password is refused');
+});
+
 t.test('a project leak with one agent offline finishes the rest and reports that target as still exposed', async (t) => {
   const fx = await rotationFixture(t, server, { env: { SIKKER_ROTATION_COMMAND_SECONDS: '5' } });
   const a = await testedTarget(fx, 'one', 'Proj-one-1');
