@@ -61,19 +61,15 @@ export class VersionStore {
     }
     const secretId = randomUUID();
     const { dataKey, wrapped } = await this.keyring.newDataKey(client, projectId, secretId, keyVersion);
-    let inserted: number | null;
     try {
-      inserted = (await client.query(
+      const inserted = await client.query(
         'INSERT INTO secrets (secret_id, project_id, name, wrapped_data_key, data_key_version) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_id, name) DO NOTHING',
         [secretId, projectId, name, wrapped, keyVersion],
-      )).rowCount;
+      );
+      if (inserted.rowCount !== 1) throw new SikkerError('ERR_CONFLICT', 'the secret was created concurrently; retry', { retryable: true });
     } catch (err) {
       zero(dataKey);
       throw err;
-    }
-    if (inserted !== 1) {
-      zero(dataKey);
-      throw new SikkerError('ERR_CONFLICT', 'the secret was created concurrently; retry', { retryable: true });
     }
     return { secretId, dataKey };
   }
