@@ -5,14 +5,14 @@
  */
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { SHARED_REDIS_URL } from '../support/databases.js';
 
 const CANARY = 'canary-debug-auth-9c41e';
 const dropModule = fileURLToPath(new URL('../../agent/cli/driver-debug.js', import.meta.url));
 
 /** A child that sends AUTH with the canary (refused: no such user), after dropping DEBUG or not; its stderr. */
-function authWithDebug(drop: boolean): string {
+function authWithDebug(t: Test, drop: boolean): string {
   const script = `
     const { dropDriverDebug } = await import(${JSON.stringify(dropModule)});
     if (${drop}) dropDriverDebug(process.env);
@@ -28,6 +28,6 @@ function authWithDebug(drop: boolean): string {
 }
 
 t.test('with DEBUG=ioredis:* the driver prints AUTH\'s password; the daemon drops DEBUG first, and nothing is printed', async (t) => {
-  t.match(authWithDebug(false), CANARY, 'without dropping DEBUG the password is on stderr (what the daemon prevents)');
-  t.notMatch(authWithDebug(true), CANARY, 'with DEBUG dropped, no trace of it');
+  t.match(authWithDebug(t, false), CANARY, 'without dropping DEBUG the password is on stderr (what the daemon prevents)');
+  t.notMatch(authWithDebug(t, true), CANARY, 'with DEBUG dropped, no trace of it');
 });
