@@ -119,7 +119,7 @@ export class IdentityService {
 
   /**
    * Disables an identity: its signed requests are refused from now on (other replicas within a
-   * second), and the join tokens it created that were not redeemed yet no longer enroll anyone.
+   * second), and the join tokens it created no longer enroll anyone (enroll checks the creator).
    */
   async disable(caller: AuthIdentity, sourceIp: string, identityId: string): Promise<AuthIdentity & { createdAt: Date }> {
     requireGlobalAdmin(caller, 'disable identities');
@@ -127,8 +127,6 @@ export class IdentityService {
     await withTransaction(this.pool, this.logger, async (client) => {
       const updated = await client.query('UPDATE identities SET disabled_at = COALESCE(disabled_at, now()) WHERE identity_id = $1', [identityId]);
       if (updated.rowCount !== 1) throw new SikkerError('ERR_NOT_FOUND', 'no such identity');
-      // What it handed out goes with it: join tokens it created and nobody redeemed yet (enroll checks the creator too).
-      await client.query('UPDATE join_tokens SET expires_at = now() WHERE created_by = $1 AND used_at IS NULL AND expires_at > now()', [identityId]);
       await this.chain.append(client, [{ identityId: caller.identityId, sourceIp, action: 'identity.disable', outcome: 'success', detail: { target: identityId } }]);
     });
     this.cache.delete(identityId);
