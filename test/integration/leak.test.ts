@@ -28,6 +28,31 @@ async function testedTarget(fx: RotationFixture, name: string, password: string,
   return role;
 }
 
+/** A tested target `name` on user blue (password `password` adopted) and green, with an alternate policy of one hour's grace. */
+async function alternateTarget(fx: RotationFixture, name: string, password: string): Promise<{ blue: string; green: string }> {
+  const green = await fx.createRole(`${name}-green-Unused-1`);
+  const blue = await testedTarget(fx, name, password, { alternateUser: green });
+  await fx.h.admin.ok('PUT', `/v1/projects/p/targets/${name}/policy`, { policy: { schedule: { kind: 'every', seconds: 86400 }, strategy: 'alternate', graceSeconds: 3600 } });
+  return { blue, green };
+}
+
+/** A session held open as `user` with `password` on the private cluster (closed at teardown). */
+async function heldSession(t: { teardown(fn: () => unknown): void }, user: string, password: string): Promise<pg.Client> {
+  const held = new pg.Client({ host: '127.0.0.1', port: server.port, database: 'postgres', user, password });
+  held.on('error', () => undefined);
+  await held.connect();
+  t.teardown(() => held.end().catch(() => undefined));
+  return held;
+}
+
+/** Resolves once `held` no longer answers: its session was ended (bounded). */
+const ended = (held: pg.Client): Promise<true> => eventually(async () => held.query('SELECT 1').then(() => undefined, () => true), 10_000, 'the held session to be ended');
+
+/** The steps of `runId`, by name, in order. */
+async function stepsOf(fx: RotationFixture, runId: string): Promise<string[]> {
+  return (await fx.h.admin.ok('GET', `/v1/projects/p/runs/${runId}`)).steps.map((s: { step: string }) => s.step);
+}
+
 t.test('leak by name: rotated at once, the leaked password refused, the report names exactly who read it', async (t) => {
   const fx = await rotationFixture(t, server);
   const leaked = 'Leaked-by-name-1';
@@ -76,23 +101,13 @@ t.test('leak with --kill-sessions ends the sessions that logged in with the leak
   const fx = await rotationFixture(t, server);
   const leaked = 'Leaked-session-3';
   const role = await testedTarget(fx, 'sess', leaked);
-  const held = new pg.Client({ host: '127.0.0.1', port: server.port, database: 'postgres', user: role, password: leaked });
-  held.on('error', () => undefined);
-  await held.connect();
+  const held = await heldSession(t, role, leaked);
   await held.query('SELECT 1');
   const started = await fx.h.admin.ok('POST', '/v1/projects/p/leaks', { secret: 'sess-password', killSessions: true });
   const report = await waitLeak(fx, started.leaks[0].leakId);
   t.equal(report.state, 'neutralised');
-  await eventually(async () => {
-    try {
-      await held.query('SELECT 1');
-      return undefined;
-    } catch {
-      return true;
-    }
-  }, 10_000, 'the held session to be ended');
+  await ended(held);
   t.pass('the session opened with the leaked password was ended');
-  await held.end().catch(() => undefined);
 });
 
 t.test('a leak with --kill-sessions that joins a run in flight ends the sessions when that run commits', async (t) => {
@@ -110,9 +125,7 @@ t.test('a leak with --kill-sessions that joins a run in flight ends the sessions
   t.teardown(() => release());
   const leaked = 'Leaked-joined-4';
   const role = await testedTarget(fx, 'joined', leaked);
-  const held = new pg.Client({ host: '127.0.0.1', port: server.port, database: 'postgres', user: role, password: leaked });
-  held.on('error', () => undefined);
-  await held.connect();
+  const held = await heldSession(t, role, leaked);
   const manual = await fx.h.admin.ok('POST', '/v1/projects/p/targets/joined/rotate', {});
   await fx.waitRun(manual.run.runId, ['dispatched']);
   const started = await fx.h.admin.ok('POST', '/v1/projects/p/leaks', { secret: 'joined-password', killSessions: true });
@@ -120,35 +133,10 @@ t.test('a leak with --kill-sessions that joins a run in flight ends the sessions
   release();
   const report = await waitLeak(fx, started.leaks[0].leakId);
   t.equal(report.state, 'neutralised', `${report.reason ?? ''}`);
-  await eventually(async () => held.query('SELECT 1').then(() => undefined, () => true), 10_000, 'the held session to be ended');
+  await ended(held);
   t.pass('the session opened with the leaked password was ended');
   t.equal(await fx.logsIn(role, leaked), false, 'the leaked password is refused');
-  await held.end().catch(() => undefined);
 });
-
-/** A tested target `name` on user blue (password `password` adopted) and green, with an alternate policy of one hour's grace. */
-async function alternateTarget(fx: RotationFixture, name: string, password: string): Promise<{ blue: string; green: string }> {
-  const green = await fx.createRole(`${name}-green-Unused-1`);
-  const blue = await testedTarget(fx, name, password, { alternateUser: green });
-  await fx.h.admin.ok('PUT', `/v1/projects/p/targets/${name}/policy`, { policy: { schedule: { kind: 'every', seconds: 86400 }, strategy: 'alternate', graceSeconds: 3600 } });
-  return { blue, green };
-}
-
-/** A session held open as `user` with `password` on the private cluster (closed at teardown). */
-async function heldSession(t: { teardown(fn: () => unknown): void }, user: string, password: string): Promise<pg.Client> {
-  const held = new pg.Client({ host: '127.0.0.1', port: server.port, database: 'postgres', user, password });
-  held.on('error', () => undefined);
-  await held.connect();
-  t.teardown(() => held.end().catch(() => undefined));
-  return held;
-}
-
-const ended = (held: pg.Client) => eventually(async () => held.query('SELECT 1').then(() => undefined, () => true), 10_000, 'the held session to be ended');
-
-/** The steps of `runId`, by name, in order. */
-async function stepsOf(fx: RotationFixture, runId: string): Promise<string[]> {
-  return (await fx.h.admin.ok('GET', `/v1/projects/p/runs/${runId}`)).steps.map((s: { step: string }) => s.step);
-}
 
 t.test('alternate, --kill-sessions: the previous user\'s sessions are ended after its password is revoked, so they cannot log in again', async (t) => {
   const fx = await rotationFixture(t, server);
