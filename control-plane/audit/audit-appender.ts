@@ -1,5 +1,6 @@
 import type { PoolClient } from 'pg';
 import type { KeyObject } from 'node:crypto';
+import { RunAgainError } from '../db/transaction.js';
 import { standalone, type Queryable, type StatementWrite } from '../db/queryable.js';
 import { chainHash, signCheckpoint } from './audit-chain.js';
 import { CHECKPOINT_INTERVAL, type AuditDraft, type AuditRecordRow } from './audit-types.js';
@@ -69,13 +70,15 @@ export class AuditChainWriter {
    * in the same transaction. Null when the head is unknown or a checkpoint is due: call
    * {@link append}. Until `settle`, this writer assumes no head (a concurrent append locks).
    */
-  appendWrite(drafts: AuditDraft[]): { write: StatementWrite; settle: (client: PoolClient, changed: number) => Promise<void> } | null {
+  appendWrite(drafts: AuditDraft[], options: { failIfMoved?: boolean } = {}): { write: StatementWrite; settle: (client: PoolClient, changed: number) => Promise<void> } | null {
     const known = this.#head;
     if (drafts.length === 0 || known === null || this.checkpointDue(known, drafts.length)) return null;
     this.#head = null;
     const linked = linkIfHeadUnchanged(known, drafts);
+    // `failIfMoved`: no statement may follow (COMMIT travels with this one), so a moved head fails the statement instead of being settled after it
+    const expect = { sql: '(SELECT count(*) FROM self) = $1', values: [drafts.length], error: () => new AuditHeadMovedError() };
     return {
-      write: linked.write,
+      write: options.failIfMoved === true ? { ...linked.write, expect } : linked.write,
       settle: async (client, changed) => {
         if (changed === drafts.length) {
           this.#head = linked.head;
@@ -99,6 +102,19 @@ export class AuditChainWriter {
   /** Whether appending `count` records after `head` makes a signed checkpoint due (and possible). */
   checkpointDue(head: ChainHead, count: number): boolean {
     return this.signer() !== null && head.seq + count - head.checkpointSeq >= this.checkpointEvery;
+  }
+}
+
+/**
+ * A statement that was to link audit records onto the head this process last wrote found
+ * the head moved (another writer got in between) and failed, so nothing of it was stored.
+ * The writer has forgotten its head; the same work done again links onto the real one
+ * (transaction.ts runs the transaction again).
+ */
+export class AuditHeadMovedError extends RunAgainError {
+  constructor() {
+    super('ERR_CONFLICT', 'the audit chain\'s head moved while the statement was built; nothing was stored, try again', { retryable: true });
+    this.name = 'AuditHeadMovedError';
   }
 }
 

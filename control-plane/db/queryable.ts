@@ -22,6 +22,15 @@ export interface StatementWrite {
   before?: ReadonlyArray<readonly [string, string]>;
   /** The caller wants the rows `sql` returns (as JSON objects when sent with others), not only their count. */
   rows?: boolean;
+  /**
+   * What the write must have done, checked by the combined statement itself (rotation-dal.ts
+   * `updateRunWithSteps`; {@link standalone} leaves the check to its caller): `sql` is a
+   * boolean expression over the write's rows as `self` and its `before` CTEs, with its own
+   * parameters from $1 (`values`). When it is not true the statement fails (SQLSTATE SK001,
+   * migration 008), so nothing of it is stored even when COMMIT travels with it, and the
+   * caller gets `error()`.
+   */
+  expect?: { sql: string; values: unknown[]; error: () => Error };
 }
 
 /** `write` as a statement of its own: its `before` CTEs, then its `sql`. */

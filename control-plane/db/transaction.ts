@@ -1,5 +1,7 @@
 import pg, { type Pool, type PoolClient, type QueryResult, type QueryResultRow } from 'pg';
+import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
+import { takeCommitted } from './commit-with.js';
 
 /** Runs `work` in one transaction; rolls back and rethrows on any error. */
 export async function withTransaction<T>(pool: Pick<Pool, 'connect'>, logger: Logger, work: (client: PoolClient) => Promise<T>): Promise<T> {
@@ -9,15 +11,40 @@ export async function withTransaction<T>(pool: Pick<Pool, 'connect'>, logger: Lo
   });
 }
 
-/** `body` begins the transaction and does its work; then COMMIT, or ROLLBACK and rethrow. The connection goes back to the pool either way. */
+/**
+ * A transaction's statement failed on purpose, having stored nothing, because something it
+ * was built on moved (audit-appender.ts AuditHeadMovedError): {@link transact} rolls back and
+ * runs the whole transaction again at once, a few times at most.
+ */
+export class RunAgainError extends SikkerError {}
+
+const RUNS_AFTER_RUN_AGAIN = 3;
+
+/**
+ * `body` begins the transaction and does its work; then COMMIT (unless its last statement
+ * carried the COMMIT: commit-with.ts), or ROLLBACK and rethrow. The connection goes back to
+ * the pool either way. A {@link RunAgainError} runs `body` again in a new transaction
+ * (it must be safe to: it is, when all it did is in the rolled-back transaction).
+ */
 async function transact<T>(pool: Pick<Pool, 'connect'>, logger: Logger, body: (client: PoolClient) => Promise<T>): Promise<T> {
+  for (let run = 1; ; run += 1) {
+    try {
+      return await transactOnce(pool, logger, body);
+    } catch (err) {
+      if (!(err instanceof RunAgainError) || run >= RUNS_AFTER_RUN_AGAIN) throw err;
+    }
+  }
+}
+
+async function transactOnce<T>(pool: Pick<Pool, 'connect'>, logger: Logger, body: (client: PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
   try {
     const result = await body(client);
-    await client.query('COMMIT');
+    if (!takeCommitted(client)) await client.query('COMMIT');
     return result;
   } catch (err) {
-    await client.query('ROLLBACK').catch((rollbackErr: unknown) => logger.warn({ err: rollbackErr }, 'rollback failed'));
+    // after a COMMIT that travelled with the last statement there is nothing to roll back; the error stands
+    if (!takeCommitted(client)) await client.query('ROLLBACK').catch((rollbackErr: unknown) => logger.warn({ err: rollbackErr }, 'rollback failed'));
     throw err;
   } finally {
     client.release();

@@ -141,25 +141,28 @@ export class CommandService {
    * other open commands not in `claimExcept`, counted as delivered (insertCommandAndClaimWrite).
    * `settle` with the write's outcome gives the issued command and the claimed rows to send
    * after the commit. Null when the agent's box key is not known here: call insertWithin.
-   * When the agent's key is no longer that one (or the agent is gone), nothing was stored and `settle`
-   * throws a retryable ERR_CONFLICT: the caller's transaction must fail (the run it names the
-   * command in would point at nothing); the next try takes the new key.
+   * When the agent's key is no longer that one (or the agent is gone), nothing is stored and the
+   * statement fails with a retryable ERR_CONFLICT (the write's expectation): the caller's
+   * transaction must fail (the run it names the command in would point at nothing); the next
+   * try takes the new key. `settle` would throw the same, should the write go out without it.
    */
   insertAndClaimWrite(c: CommandToIssue & { claimExcept: string[] }): { commandId: string; expiresAt: Date; write: StatementWrite; settle: (outcome: WriteOutcome) => IssuedCommand } | null {
     const known = this.boxKeys.get(c.agentId);
     if (known === undefined) return null;
     const { command, seal } = this.sealable(c);
+    const boxKeyGone = (): SikkerError => {
+      if (this.boxKeys.get(c.agentId) === known) this.boxKeys.delete(c.agentId);
+      return new SikkerError('ERR_CONFLICT', 'the agent\'s box key is no longer the one the command was sealed to (or the agent is gone); try again', { retryable: true });
+    };
     return {
       commandId: command.commandId,
       expiresAt: command.expiresAt,
-      write: insertCommandAndClaimWrite(known.raw, { ...command, sealed: seal(known.key) }, c.claimExcept),
+      // stored only for the box key it was sealed to (command-dal.ts); the statement fails when it was not
+      write: { ...insertCommandAndClaimWrite(known.raw, { ...command, sealed: seal(known.key) }, c.claimExcept), expect: { sql: 'EXISTS (SELECT 1 FROM command_stored)', values: [], error: boxKeyGone } },
       settle: (outcome) => {
         const claimed = claimedWith(command.commandId, (outcome.rows ?? []).map(commandRowFromJson));
         const own = claimed?.find((r) => r.command_id === command.commandId);
-        if (own === undefined) {
-          if (this.boxKeys.get(c.agentId) === known) this.boxKeys.delete(c.agentId);
-          throw new SikkerError('ERR_CONFLICT', 'the agent\'s box key is no longer the one the command was sealed to (or the agent is gone); try again', { retryable: true });
-        }
+        if (own === undefined) throw boxKeyGone(); // the statement's expectation makes this unreachable there
         return { ...pick(command), generation: Number(own.generation), claimed: claimed ?? [] };
       },
     };

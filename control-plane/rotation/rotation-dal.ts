@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import type { PoolClient } from 'pg';
+import { queryThenCommit } from '../db/commit-with.js';
 import type { Queryable, StatementWrite, WriteOutcome } from '../db/queryable.js';
 import { sqlLiteral, type FirstStatement } from '../db/transaction.js';
 import type { PolicySpec } from '../../shared/protocol/rotation-api.js';
@@ -278,33 +280,50 @@ export async function addSteps(db: Queryable, runId: string, steps: RunStep[]): 
  * reads back — in one statement (one round trip at the end of every step). Returns what
  * each of `writes` did, in order. The writes run in the order given (each is read, for
  * its count, in that order by the final SELECT), so row locks are taken in that order;
- * the run's row and steps are written last.
+ * the run's row and steps are written last. A write's `expect` is checked by the statement:
+ * when one fails, this throws that write's error and nothing of the statement is stored.
+ *
+ * `thenCommit`: `db` is a client in a transaction, and this statement is its last: the
+ * COMMIT goes with it in the same round trip (commit-with.ts).
  */
-export async function updateRunWithSteps(db: Queryable, runId: string, change: RunChange, steps: RunStep[], writes: StatementWrite[] = []): Promise<WriteOutcome[]> {
+export async function updateRunWithSteps(db: Queryable, runId: string, change: RunChange, steps: RunStep[], writes: StatementWrite[] = [], thenCommit = false): Promise<WriteOutcome[]> {
   const keys = Object.keys(change) as Array<keyof RunChange>;
-  if (writes.length === 0 && keys.length === 0) {
+  if (!thenCommit && writes.length === 0 && keys.length === 0) {
     await addSteps(db, runId, steps);
     return [];
   }
-  if (writes.length === 0 && steps.length === 0) {
+  if (!thenCommit && writes.length === 0 && steps.length === 0) {
     await updateRun(db, runId, change);
     return [];
   }
-  // $1 run id, $2–$4 the steps' columns, then the run's changes, then each write's own parameters.
-  const values: unknown[] = [runId, ...stepColumns(steps), ...keys.map((k) => change[k]), ...writes.flatMap((w) => w.values)];
-  const name = shapeName('run-flush', [...keys, ...writes.map((w) => `write:${w.name}${w.rows === true ? ':rows' : ''}`)]);
-  // one text per shape, built once (a write's name stands for its statement, as the prepared statement's name does)
+  // $1 run id, $2–$4 the steps' columns, then the run's changes, then each write's own parameters (and its expectation's).
+  const values: unknown[] = [runId, ...stepColumns(steps), ...keys.map((k) => change[k]), ...writes.flatMap((w) => [...w.values, ...(w.expect?.values ?? [])])];
+  const name = shapeName('run-flush', [...keys, ...writes.map((w) => `write:${w.name}${w.rows === true ? ':rows' : ''}${w.expect !== undefined ? ':expect' : ''}`)]);
+  // one text per shape, built once (a write's name stands for its statement and its expectation, as the prepared statement's name does)
   let text = flushTexts.get(name);
   if (text === undefined) {
     text = flushText(keys, writes);
     if (flushTexts.size < 1000) flushTexts.set(name, text);
   }
-  const row = (await db.query<Record<string, unknown>>({ name, text, values })).rows[0];
+  let row: Record<string, unknown> | undefined;
+  try {
+    const query = { name, text, values };
+    row = (thenCommit ? await queryThenCommit<Record<string, unknown>>(db as PoolClient, query) : await db.query<Record<string, unknown>>(query)).rows[0];
+  } catch (err) {
+    throw unmetExpectation(err, writes) ?? err;
+  }
   return writes.map((w, i) => {
     const outcome: WriteOutcome = { changed: Number(row?.[`w${i}`] ?? 0) };
     if (w.rows === true) outcome.rows = (row?.[`w${i}_rows`] ?? []) as Array<Record<string, unknown>>;
     return outcome;
   });
+}
+
+/** The error of the write whose expectation failed the statement (SQLSTATE SK001, its name as the message); undefined for any other error. */
+function unmetExpectation(err: unknown, writes: readonly StatementWrite[]): Error | undefined {
+  if (typeof err !== 'object' || err === null || (err as { code?: unknown }).code !== 'SK001') return undefined;
+  const what = (err as { message?: unknown }).message;
+  return writes.find((w) => w.expect !== undefined && w.name === what)?.expect?.error();
 }
 
 const flushTexts = new Map<string, string>();
@@ -326,6 +345,13 @@ function flushText(keys: ReadonlyArray<keyof RunChange>, writes: readonly Statem
     offset += w.values.length;
     columns.push(`(SELECT count(*) FROM w${i})::int AS w${i}`);
     if (w.rows === true) columns.push(`(SELECT coalesce(json_agg(w${i}), '[]'::json) FROM w${i}) AS w${i}_rows`);
+    if (w.expect !== undefined) {
+      // its own parameters follow the write's; `self` is the write's rows; the name (checked) is the error's message
+      if (!/^[a-z][a-z0-9-]*$/.test(w.name)) throw new Error(`write ${w.name}: a write with an expectation is named in lower-case letters, digits and -`);
+      const check = rewrite(w.expect.sql).replace(/\bself\b/g, `w${i}`); // rewrite numbers on from `offset`, already past the write's own
+      columns.push(`sikker_expect(${check}, '${w.name}') AS w${i}_expected`);
+      offset += w.expect.values.length;
+    }
   }
   return `WITH ${ctes.join(', ')} SELECT ${columns.length > 0 ? columns.join(', ') : '1'}`;
 }

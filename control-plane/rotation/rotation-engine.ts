@@ -12,7 +12,7 @@ import type { StatementWrite, WriteOutcome } from '../db/queryable.js';
 import type { ClaimedDelivery, ClaimTicket } from '../hub/hub-server.js';
 import type { CommandService } from '../hub/command-service.js';
 import type { RootKeyHolder } from '../vault/root-key-holder.js';
-import { promotedPrevious, promotePendingWrite, type LockedSecretRow, type VersionStore } from '../vault/version-store.js';
+import { promotePendingWrite, type LockedSecretRow, type VersionStore } from '../vault/version-store.js';
 import type { Alert, Alerter } from './alerter.js';
 import { generatePassword } from './password-generator.js';
 import { findPolicy, findTargetById, lockRunWithTargetStatement, runWithTarget, updateRunWithSteps, type LockedRun, type RunWithTargetRow, type PolicyRow, type RunChange, type RunRow, type RunStep, type TargetRow } from './rotation-dal.js';
@@ -195,7 +195,8 @@ export class RotationEngine {
     ctx.lockedSecret = known.secret;
     ctx.begin(first.step, first.detail);
     const stepped = await this.stepOn(ctx) ?? { again: false, announce: [], alert: null };
-    await ctx.flush(first.audits ?? []);
+    // nothing of the caller's follows (see above), so the COMMIT goes with the flush unless an agent is still to be claimed for
+    await ctx.flush(first.audits ?? [], { commit: stepped.announce.length === 0 });
     const outcome = await this.claimDeliveries(ctx, stepped);
     return { ...outcome, run: ctx.run, target, steps: ctx.written };
   }
@@ -263,7 +264,8 @@ export class RotationEngine {
     const ctx = new StepContext(client, run, target, this.chain);
     ctx.answersLeak = locked.answersLeak;
     const stepped = await this.stepOn(ctx);
-    await ctx.flush();
+    // the step's last statement carries the COMMIT unless an agent is still to be claimed for after it
+    await ctx.flush([], { commit: stepped !== null && stepped.announce.length === 0 });
     // after the flush: a command stored by one of its writes is claimed there (ctx.claimed)
     const outcome = stepped === null ? null : await this.claimDeliveries(ctx, stepped);
     return outcome === null ? null : { ...outcome, onCommit: ctx.onCommit };
@@ -321,8 +323,9 @@ export class RotationEngine {
       }
       const { version } = pending;
       // sent with the step's other writes; numbered from the highest version read under the secret's lock, so it stores one row
-      ctx.write(pending.write, ({ changed }) => {
-        if (changed !== 1) throw new SikkerError('ERR_CONFLICT', `version ${version} of the secret could not be stored as pending (a higher version exists)`, { retryable: true });
+      ctx.write({
+        ...pending.write,
+        expect: { sql: '(SELECT count(*) FROM self) = 1', values: [], error: () => new SikkerError('ERR_CONFLICT', `version ${version} of the secret could not be stored as pending (a higher version exists)`, { retryable: true }) },
       });
       ctx.change({ state: 'pending', pending_version: version, next_action_at: new Date() }, 'pending stored', { version, user: run.db_user, attempt: run.attempt });
       ctx.audit('rotation.pending', 'success', version, { attempt: run.attempt });
@@ -435,10 +438,7 @@ export class RotationEngine {
     // moved the labels since, the step fails (retryable) and runs again on a fresh reading.
     const previous = target.current_version;
     const pendingVersion = run.pending_version;
-    ctx.write(promotePendingWrite(target.secret_id, pendingVersion, oldIsDead), ({ rows }) => {
-      const moved = promotedPrevious(rows ?? [], pendingVersion);
-      if (moved !== previous) throw new SikkerError('ERR_CONFLICT', `the secret's current version changed during the commit (version ${moved ?? 'none'}, not ${previous ?? 'none'}); the step runs again`, { retryable: true });
-    });
+    ctx.write(promotePendingWrite(target.secret_id, pendingVersion, oldIsDead, previous));
     const graceOver = previous === null || oldIsDead;
     ctx.write({ name: 'policy-last-run', sql: 'UPDATE policies SET last_run_at = now() WHERE target_id = $1 RETURNING 1', values: [target.target_id] });
     // delivered by PostgreSQL once this transaction has committed, to whoever listens (the benchmark times commits by it)
@@ -576,19 +576,24 @@ export class RotationEngine {
     const { run } = ctx;
     const reported = run.command_id === null ? undefined : this.reported.get(run.command_id);
     if (reported !== undefined && run.command_id !== null) {
-      this.reported.delete(run.command_id);
       // Only the target's agent can report on the command (another agent's report is left to the hub, which refuses it too).
-      if (reported.agentId === ctx.target.agent_id) {
+      if (reported.agentId !== ctx.target.agent_id) this.reported.delete(run.command_id);
+      else {
         const { result, origin } = reported;
         const commandId = run.command_id;
         // Stored and audited with the step's other writes. If it changes nothing, the result was
         // stored meanwhile by another path (and audited there: the agent reports one final result
         // per command): the step fails, so it is not audited twice, and runs again on the stored row.
-        ctx.write(completeCommandWrite(reported.agentId, commandId, result.outcome, result.result, result.error, { evenIfExpired: true }), ({ changed }) => {
-          if (changed === 0) throw new SikkerError('ERR_CONFLICT', 'the command\'s result was stored meanwhile by another path; the step runs again', { retryable: true });
+        ctx.write({
+          ...completeCommandWrite(reported.agentId, commandId, result.outcome, result.result, result.error, { evenIfExpired: true }),
+          expect: { sql: 'EXISTS (SELECT 1 FROM self)', values: [], error: () => new SikkerError('ERR_CONFLICT', 'the command\'s result was stored meanwhile by another path; the step runs again', { retryable: true }) },
         });
         ctx.auditAs({ identityId: reported.agentId, sourceIp: origin.sourceIp, action: 'agent.command.result', projectId: origin.projectId, outcome: result.outcome, detail: { commandId, code: result.error?.code ?? null } });
-        ctx.onCommit.push(() => reported.settle(true));
+        // taken once stored: a step run again (transaction.ts RunAgainError) finds it still here
+        ctx.onCommit.push(() => {
+          if (this.reported.get(commandId) === reported) this.reported.delete(commandId);
+          reported.settle(true);
+        });
         return reportedCommand(commandId, reported.agentId, result);
       }
     }
@@ -657,6 +662,8 @@ class StepContext {
   private readonly writes: Array<{ write: StatementWrite; then?: ((outcome: WriteOutcome) => void) | undefined }> = [];
   /** Changes to the run row, written once by flush (nothing in a step reads the row back). */
   private runChanges: RunChange = {};
+  /** The flush carried the transaction's COMMIT: nothing more can be written in it. */
+  private committed = false;
 
   /** `policy`: the target's policy when the caller already read it in this transaction (null: it has none). */
   constructor(readonly client: PoolClient, public run: RunRow, readonly target: TargetRow, private readonly chain: AuditChainWriter, private policyRow?: PolicyRow | null) {}
@@ -682,6 +689,7 @@ class StepContext {
   }
 
   audit(action: string, outcome: string, version: number | null, detail: AuditDraft['detail']): void {
+    this.notCommitted();
     this.audits.push({
       identityId: this.run.requested_by, sourceIp: null, action, projectId: this.target.project_id, secretId: this.target.secret_id, secretVersion: version,
       outcome, detail: { runId: this.run.run_id, target: this.target.name, ...detail },
@@ -698,7 +706,13 @@ class StepContext {
 
   /** An audit record that is not the run's own (an agent's result stored with the step). */
   auditAs(draft: AuditDraft): void {
+    this.notCommitted();
     this.audits.push(draft);
+  }
+
+  /** Records added once the flush carried the COMMIT would be written outside the step's transaction: a bug, refused loudly. */
+  private notCommitted(): void {
+    if (this.committed) throw new SikkerError('ERR_INTERNAL', 'an audit record was added after the step\'s transaction committed');
   }
 
   /**
@@ -707,14 +721,18 @@ class StepContext {
    * changes and steps (AuditChainWriter.appendWrite, rotation-dal.ts updateRunWithSteps). When
    * the head had moved, or records came from a write's `then`, they are appended after it.
    */
-  async flush(lead: AuditDraft[] = []): Promise<void> {
+  async flush(lead: AuditDraft[] = [], options: { commit?: boolean } = {}): Promise<void> {
     const writes = this.writes.splice(0);
     const steps = this.steps.splice(0);
     const audits = [...lead, ...this.audits.splice(0)];
-    const linked = this.chain.appendWrite(audits);
-    const outcomes = await updateRunWithSteps(this.client, this.run.run_id, this.runChanges, steps, [...writes.map((w) => w.write), ...(linked === null ? [] : [linked.write])]);
+    // With the COMMIT in the same round trip nothing may follow the statement: its records
+    // must link onto the head as known here (a moved head fails it: AuditHeadMovedError).
+    const linked = this.chain.appendWrite(audits, { failIfMoved: options.commit === true });
+    const commit = options.commit === true && (linked !== null || audits.length === 0);
+    const outcomes = await updateRunWithSteps(this.client, this.run.run_id, this.runChanges, steps, [...writes.map((w) => w.write), ...(linked === null ? [] : [linked.write])], commit);
     this.written.push(...steps);
     this.runChanges = {};
+    this.committed = commit;
     for (const [i, w] of writes.entries()) w.then?.(outcomes[i] ?? { changed: 0 });
     if (linked !== null) await linked.settle(this.client, outcomes[writes.length]?.changed ?? 0);
     else await this.chain.append(this.client, audits);

@@ -202,10 +202,12 @@ export class VersionStore {
  * Pending becomes current, current becomes previous, the old previous loses its label; with
  * `revokePrevious` the old current is marked revoked (replace: it no longer logs in). One
  * statement (the label constraint is checked at its end: migration 006), as a write to send
- * with others: it returns the rows it moved (version and new label), which
- * {@link promotedPrevious} reads. Nothing moves unless `pendingVersion` is pending.
+ * with others (rotation-dal.ts updateRunWithSteps): it returns the rows it moved (version and
+ * new label). Nothing moves unless `pendingVersion` is pending, and the statement fails
+ * with ERR_CONFLICT unless it moved `pendingVersion` to current and made `expectPrevious`
+ * (null: none) previous — the version the caller read as current under the run's lock.
  */
-export function promotePendingWrite(secretId: string, pendingVersion: number, revokePrevious: boolean): StatementWrite {
+export function promotePendingWrite(secretId: string, pendingVersion: number, revokePrevious: boolean, expectPrevious: number | null): StatementWrite {
   return {
     name: 'version-promote-pending',
     sql: `UPDATE secret_versions v
@@ -216,12 +218,10 @@ export function promotePendingWrite(secretId: string, pendingVersion: number, re
        RETURNING v.version, v.label`,
     values: [secretId, pendingVersion, revokePrevious],
     rows: true,
+    expect: {
+      sql: `EXISTS (SELECT 1 FROM self WHERE label = 'current' AND version = $1::int) AND (SELECT max(version) FROM self WHERE label = 'previous') IS NOT DISTINCT FROM $2::int`,
+      values: [pendingVersion, expectPrevious],
+      error: () => new SikkerError('ERR_CONFLICT', `the secret's labels changed during the commit (version ${pendingVersion} is not pending, or ${expectPrevious ?? 'no version'} is not current); the step runs again`, { retryable: true }),
+    },
   };
-}
-
-/** The old current version (now `previous`; null when there was none) from the rows a promotion moved; ERR_CONFLICT when `pendingVersion` was not pending. */
-export function promotedPrevious(moved: ReadonlyArray<{ version?: unknown; label?: unknown }>, pendingVersion: number): number | null {
-  if (!moved.some((r) => r.label === 'current' && Number(r.version) === pendingVersion)) throw new SikkerError('ERR_CONFLICT', `version ${pendingVersion} is not pending`);
-  const previous = moved.find((r) => r.label === 'previous');
-  return previous === undefined ? null : Number(previous.version);
 }

@@ -4,11 +4,14 @@
  * "refused" below is a fresh login on that cluster.
  */
 import { randomUUID } from 'node:crypto';
-import type { Pool } from 'pg';
+import pg, { type Pool } from 'pg';
 import t, { type Test } from 'tap';
 import { createApplier } from '../../agent/appliers/index.js';
 import { applierError } from '../../agent/appliers/applier-errors.js';
 import type { ApplierFactory } from '../../agent/commands/rotation-context.js';
+import { AuditChainWriter } from '../../control-plane/audit/audit-appender.js';
+import { withTransaction } from '../../control-plane/db/transaction.js';
+import { createLogger } from '../../shared/logging/logger.js';
 import { findPolicy, findTargetAndPolicyInProject, findTargetById, findTargetInProject, insertRun, lockRunWithTarget, runSteps, updateRunWithSteps } from '../../control-plane/rotation/rotation-dal.js';
 import { eventually } from '../support/agents.js';
 import { dumpRedisPrefix, SHARED_REDIS_URL } from '../support/databases.js';
@@ -336,6 +339,48 @@ t.test('a run created from a stale read of the target (another run committed mea
   t.equal(await fx.logsIn(role, await fx.secretValue('orders-password')), true, 'the new password logs in');
 });
 
+t.test('a replace run\'s start and its commit each send their last statement with the COMMIT, in one round trip', async (t) => {
+  const { fx, role } = await preflightedTarget(t, 'inline', 'Inline-old-1');
+  const cpDatabase = (fx.h.plane.pool as unknown as { options: { connectionString?: string; database?: string } }).options;
+  // every query the control plane's pool sends while the run goes through: its text and whether COMMIT travelled with it
+  const sent: Array<{ text: string; withCommit: boolean }> = [];
+  const original = pg.Client.prototype.query;
+  pg.Client.prototype.query = function (this: pg.Client, config: unknown, ...rest: unknown[]) {
+    const text = typeof config === 'string' ? config : String((config as { text?: string } | null)?.text ?? '');
+    if (this.database !== undefined && (cpDatabase.connectionString ?? '').endsWith(`/${this.database}`)) {
+      sent.push({ text, withCommit: (config as object | null)?.constructor?.name === 'ThenCommit' });
+    }
+    return (original as (...a: unknown[]) => unknown).call(this, config, ...rest);
+  } as typeof original;
+  let run;
+  try {
+    run = await rotateToEnd(fx, 'inline');
+  } finally {
+    pg.Client.prototype.query = original;
+  }
+  t.equal(run.state, 'done', `run ended ${run.state} ${run.errorCode ?? ''}`);
+  const flushes = sent.filter((q) => q.text.startsWith('WITH run AS (UPDATE rotation_runs'));
+  t.same(flushes.map((q) => q.withCommit), [true, true], 'two steps (start, commit), each ended by one statement that carried the COMMIT');
+  t.equal(await fx.logsIn(role, await fx.secretValue('inline-password')), true, 'the committed password logs in');
+  t.equal(await fx.logsIn(role, 'Inline-old-1'), false, 'the old one is refused');
+  t.match(await fx.h.admin.ok('POST', '/v1/audit/verify'), { ok: true }, 'the audit chain verifies');
+});
+
+t.test('a start whose audit head moved (another writer appended) is run again at once: the trigger succeeds, nothing is stored twice', async (t) => {
+  const { fx, role, pool } = await preflightedTarget(t, 'moved', 'Moved-old-1');
+  // another replica's append: this control plane's remembered head is stale from here
+  const other = new AuditChainWriter(() => null);
+  await withTransaction(pool, createLogger({ name: 'test', level: 'silent' }), (client) => other.append(client, [{ identityId: null, sourceIp: null, action: 'test.other-replica', outcome: 'success' }]));
+  const started = await fx.h.admin.ok('POST', '/v1/projects/p/targets/moved/rotate', {});
+  t.same(stepNames(started.run), ['created', 'pending stored', 'dispatched to agent'], 'started: the first try failed on the moved head and was run again');
+  const run = await fx.waitRun(started.run.runId, ['done', 'failed', 'parked']);
+  t.equal(run.state, 'done', `run ended ${run.state} ${run.errorCode ?? ''}`);
+  t.equal((await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM audit_records WHERE action = 'rotation.start' AND detail->>'runId' = $1", [run.runId])).rows[0]?.n, 1, 'its start audited once');
+  t.equal((await pool.query<{ n: number }>("SELECT count(*)::int AS n FROM secret_versions v JOIN secrets s USING (secret_id) WHERE s.name = 'moved-password'")).rows[0]?.n, 2, 'one pending version stored, not two');
+  t.equal(await fx.logsIn(role, await fx.secretValue('moved-password')), true, 'the committed password logs in');
+  t.match(await fx.h.admin.ok('POST', '/v1/audit/verify'), { ok: true }, 'the audit chain verifies, the other writer\'s record included');
+});
+
 t.test('a commit step that fails after taking the agent\'s result leaves the result to the hub: stored and audited once, and the run still commits', async (t) => {
   const { fx, role, pool } = await preflightedTarget(t, 'fallback', 'Fallback-old-1');
   // The first promotion of a pending version fails.
@@ -360,7 +405,7 @@ t.test('a commit step that finds the labels not as it read them fails, and commi
   const run = await rotateToEnd(fx, 'labels');
   t.equal(run.state, 'done', `run ended ${run.state} ${run.errorCode ?? ''}`);
   t.equal(await moves(), 2, 'the labels were moved twice: the first step failed and rolled back');
-  t.match(fx.h.logs.text(), /the secret's current version changed during the commit/, 'the failure says why');
+  t.match(fx.h.logs.text(), /the secret's labels changed during the commit/, 'the failure says why');
   t.same((await pool.query("SELECT version, label FROM secret_versions v JOIN secrets s USING (secret_id) WHERE s.name = 'labels-password' ORDER BY version")).rows,
     [{ version: 1, label: 'previous' }, { version: 2, label: 'current' }], 'labels as one commit leaves them');
   t.equal(await fx.logsIn(role, await fx.secretValue('labels-password')), true, 'the committed password logs in');

@@ -1,10 +1,13 @@
 /**
  * A secret's labels: at most one version per label (migration 006's constraint), and a
- * rotation's commit moving all three labels in one statement (promotePendingWrite).
+ * rotation's commit moving all three labels in one statement (promotePendingWrite, sent as
+ * the engine sends it: rotation-dal.ts updateRunWithSteps, which checks its expectation).
  */
+import { randomUUID } from 'node:crypto';
 import t from 'tap';
 import { standalone } from '../../control-plane/db/queryable.js';
-import { promotedPrevious, promotePendingWrite } from '../../control-plane/vault/version-store.js';
+import { updateRunWithSteps } from '../../control-plane/rotation/rotation-dal.js';
+import { promotePendingWrite } from '../../control-plane/vault/version-store.js';
 import { startHarness, type Harness } from '../support/control-plane-harness.js';
 
 async function secretWithVersions(t: Parameters<typeof startHarness>[0], label: string): Promise<{ h: Harness; secretId: string }> {
@@ -22,13 +25,15 @@ async function labels(h: Harness, secretId: string): Promise<Array<{ version: nu
   return (await h.plane.pool.query('SELECT version, label, state FROM secret_versions WHERE secret_id = $1 ORDER BY version', [secretId])).rows;
 }
 
-async function promote(h: Harness, secretId: string, version: number, revokePrevious: boolean): Promise<number | null> {
+/** Promotes `version`, expecting `expectPrevious` to become previous; returns the rows it moved. */
+async function promote(h: Harness, secretId: string, version: number, revokePrevious: boolean, expectPrevious: number | null): Promise<Array<Record<string, unknown>>> {
   const client = await h.plane.pool.connect();
   try {
     await client.query('BEGIN');
-    const previous = promotedPrevious((await client.query(standalone(promotePendingWrite(secretId, version, revokePrevious)))).rows, version);
+    // no run: the statement's run CTE is left out (no changes), and it stores no steps
+    const [outcome] = await updateRunWithSteps(client, randomUUID(), {}, [], [promotePendingWrite(secretId, version, revokePrevious, expectPrevious)]);
     await client.query('COMMIT');
-    return previous;
+    return [...(outcome?.rows ?? [])].sort((a, b) => Number(a['version']) - Number(b['version']));
   } catch (err) {
     await client.query('ROLLBACK');
     throw err;
@@ -42,7 +47,7 @@ t.test('promoting a pending version moves all three labels in one statement', as
   t.same(await labels(h, secretId), [
     { version: 1, label: 'previous', state: 'active' }, { version: 2, label: 'current', state: 'active' }, { version: 3, label: 'pending', state: 'active' },
   ], 'before');
-  t.equal(await promote(h, secretId, 3, false), 2, 'returns the old current version');
+  t.same(await promote(h, secretId, 3, false, 2), [{ version: 1, label: null }, { version: 2, label: 'previous' }, { version: 3, label: 'current' }], 'returns the rows it moved');
   t.same(await labels(h, secretId), [
     { version: 1, label: null, state: 'active' }, { version: 2, label: 'previous', state: 'active' }, { version: 3, label: 'current', state: 'active' },
   ], 'pending → current, current → previous, old previous unlabelled');
@@ -50,7 +55,7 @@ t.test('promoting a pending version moves all three labels in one statement', as
 
 t.test('with revokePrevious the old current is revoked too', async (t) => {
   const { h, secretId } = await secretWithVersions(t, 'labels-revoke');
-  t.equal(await promote(h, secretId, 3, true), 2);
+  t.same((await promote(h, secretId, 3, true, 2)).map((r) => r['label']), [null, 'previous', 'current']);
   t.same(await labels(h, secretId), [
     { version: 1, label: null, state: 'active' }, { version: 2, label: 'previous', state: 'revoked' }, { version: 3, label: 'current', state: 'active' },
   ]);
@@ -59,8 +64,9 @@ t.test('with revokePrevious the old current is revoked too', async (t) => {
 t.test('a version that is not pending is refused and nothing moves', async (t) => {
   const { h, secretId } = await secretWithVersions(t, 'labels-conflict');
   const before = await labels(h, secretId);
-  await t.rejects(promote(h, secretId, 2, true), { code: 'ERR_CONFLICT', message: 'version 2 is not pending' });
-  await t.rejects(promote(h, secretId, 9, true), { code: 'ERR_CONFLICT' }, 'nor a version that does not exist');
+  await t.rejects(promote(h, secretId, 2, true, 1), { code: 'ERR_CONFLICT', message: /version 2 is not pending/ });
+  await t.rejects(promote(h, secretId, 9, true, 2), { code: 'ERR_CONFLICT' }, 'nor a version that does not exist');
+  await t.rejects(promote(h, secretId, 3, true, 1), { code: 'ERR_CONFLICT' }, 'nor a promotion whose old current is not the version the caller read as current');
   t.same(await labels(h, secretId), before, 'labels and states unchanged');
 });
 
@@ -70,7 +76,7 @@ t.test('the first promotion of a secret without a current version returns null',
   await h.admin.ok('PUT', '/v1/projects/p/secrets/s', { value: 'only-value' });
   const secretId = (await h.plane.pool.query<{ secret_id: string }>("SELECT secret_id FROM secrets WHERE name = 's'")).rows[0]!.secret_id;
   await h.plane.pool.query("UPDATE secret_versions SET label = 'pending' WHERE secret_id = $1", [secretId]);
-  t.equal(await promote(h, secretId, 1, false), null);
+  t.same(await promote(h, secretId, 1, false, null), [{ version: 1, label: 'current' }], 'no version became previous');
   t.same(await labels(h, secretId), [{ version: 1, label: 'current', state: 'active' }]);
 });
 
