@@ -35,12 +35,14 @@
  * (= p50 ÷ baseline p50), plus diagnostics.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fdatasyncSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { createApplier } from '../agent/appliers/index.js';
 import { RUN_COMMITTED_CHANNEL } from '../control-plane/rotation/rotation-engine.js';
+import { JOURNAL_PADDING_BYTES } from '../agent/journal/journal-append-log.js';
+import { journalData } from '../agent/journal/journal-file-format.js';
 import { journalPath } from '../agent/state/state-dir.js';
 import { cleanupRedisPrefix, createTestDatabase, uniqueRedisPrefix, type TestDatabase } from '../test/support/databases.js';
 import { postgresLogsIn } from '../test/support/postgres-login.js';
@@ -133,8 +135,9 @@ export async function run(): Promise<Record<string, unknown>> {
     const parts = await breakdown(db.url, samples);
     progress(`diagnostic: the agent's applier in this process, ${APPLIER_ITERATIONS} × (admin connect + SCRAM verifier + ALTER ROLE + fresh login + close)`);
     const applierMs = await applierOnly(cluster.port, cluster.superuserUrl, baselineRole, APPLIER_ITERATIONS);
-    const journalBytes = statSync(journalPath(join(home, 'state'))).size;
-    const journalWriteMs = journalWrites(home, 20);
+    // its lines, not the zero padding they are written over
+    const journalBytes = Buffer.byteLength(journalData(readFileSync(journalPath(join(home, 'state')), 'utf8')));
+    const journalWriteMs = await journalWrites(home, 20);
     benchAbortSignal.throwIfAborted();
 
     // --- report ---------------------------------------------------------------------------------------
@@ -367,18 +370,22 @@ async function applierOnly(port: number, adminUrl: string, role: string, count: 
 
 /**
  * Times `count` journal appends as the agent makes them per change (one line of about
- * the size of an accepted command, written with O_APPEND and fdatasynced); the whole-file
+ * the size of an accepted command, written over the file's zero padding and fdatasynced:
+ * agent/journal/journal-append-log.ts), 15 ms apart as between rotations; the whole-file
  * rewrite happens only at compaction, every few hundred changes.
  */
-function journalWrites(dir: string, count: number): number[] {
+async function journalWrites(dir: string, count: number): Promise<number[]> {
   const path = join(dir, 'journal-probe.json');
   const line = Buffer.from(`${JSON.stringify({ op: 'put', entry: { pad: 'a'.repeat(1500) } })}\n`, 'utf8');
-  const fd = openSync(path, 'a', 0o600);
+  writeFileSync(path, Buffer.alloc(JOURNAL_PADDING_BYTES), { mode: 0o600 });
+  const fd = openSync(path, 'r+');
   const out: number[] = [];
   try {
+    fdatasyncSync(fd);
     for (let i = 0; i < count; i += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 15));
       const t0 = performance.now();
-      writeSync(fd, line);
+      writeSync(fd, line, 0, line.length, i * line.length);
       fdatasyncSync(fd);
       out.push(performance.now() - t0);
     }

@@ -12,11 +12,11 @@ export interface FileCommandJournalOptions {
 
 /**
  * The journal as one file (mode 0600) in the agent's state directory: a snapshot line
- * and then one line per change (journal-file-format.ts), appended and fdatasynced, so
- * what `recordAccepted` returned from is on disk before the hub hears "accepted" at
- * the cost of one small write, not a rewrite of up to 1,000 entries. The file is
- * compacted to one snapshot line at open and every few hundred changes
- * (journal-append-log.ts).
+ * and then one line per change (journal-file-format.ts), written over zero padding and
+ * fdatasynced, so what `recordAccepted` returned from is on disk before the hub hears
+ * "accepted" at the cost of one small write, not a rewrite of up to 1,000 entries. The
+ * file is compacted to one snapshot line (and fresh padding) at open and every few
+ * hundred changes (journal-append-log.ts).
  *
  * Failure modes: `open` throws ERR_AGENT_STATE when the file exists but cannot be read
  * or is not a valid journal — it never starts over silently, because a reset
@@ -42,12 +42,13 @@ export class FileCommandJournal extends JournalCore {
     const retain = options.retainAcknowledged ?? DEFAULT_RETAIN_ACKNOWLEDGED;
     const log = new JournalAppendLog(path, retain, options.appendCalls);
     if (file === null) return new FileCommandJournal(path, { highestGeneration: 0, entries: [] }, retain, log);
-    const { parsed, size } = file;
+    const { parsed, size, capacity, zeroTail } = file;
     const journal = new FileCommandJournal(path, parsed.snapshot, retain, log);
     for (const change of parsed.changes) journal.replay(change, parsed.retainAcknowledged ?? retain);
     // Compacting here rather than later keeps the running journal simple: its file is one
-    // snapshot, written with its own retainAcknowledged, followed by its own changes.
-    if (parsed.appendable && parsed.retainAcknowledged === retain) log.resume(size);
+    // snapshot, written with its own retainAcknowledged, followed by its own changes (and
+    // written over zeros only: whatever an unfinished append left after the lines goes).
+    if (parsed.appendable && zeroTail && parsed.retainAcknowledged === retain) log.resume(size, capacity);
     else log.compact(journal);
     return journal;
   }
@@ -57,7 +58,8 @@ export class FileCommandJournal extends JournalCore {
     this.#log.close();
   }
 
-  static #read(path: string): { parsed: ParsedJournal; size: number } | null {
+  /** The parsed file; `size`: bytes of its lines, `capacity`: its length, `zeroTail`: all zeros after the lines. */
+  static #read(path: string): { parsed: ParsedJournal; size: number; capacity: number; zeroTail: boolean } | null {
     let bytes: Buffer;
     try {
       bytes = readFileSync(path);
@@ -70,6 +72,8 @@ export class FileCommandJournal extends JournalCore {
       // The content is not echoed: it holds sealed payloads.
       throw new SikkerError('ERR_AGENT_STATE', `the command journal ${path} is corrupt; move it aside only if you accept that old commands could be replayed`);
     }
-    return { parsed, size: bytes.length };
+    const end = bytes.indexOf(0);
+    const size = end === -1 ? bytes.length : end;
+    return { parsed, size, capacity: bytes.length, zeroTail: bytes.subarray(size).every((b) => b === 0) };
   }
 }

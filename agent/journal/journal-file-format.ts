@@ -56,12 +56,13 @@ export interface ParsedJournal {
 }
 
 /**
- * Parses the file's text, or returns null if it is not a journal. Only the last line
- * may be bad — without its newline, or not parsing: that append never returned, so
- * nobody was told about its change, and it is ignored. The snapshot line is written
- * atomically and is never torn.
+ * Parses the file's text (its lines: {@link journalData}), or returns null if it is not a
+ * journal. Only the last line may be bad — without its newline, or not parsing: that append
+ * never returned, so nobody was told about its change, and it is ignored. The snapshot
+ * line is written atomically and is never torn.
  */
-export function parseJournal(text: string): ParsedJournal | null {
+export function parseJournal(file: string): ParsedJournal | null {
+  const text = journalData(file);
   const lines = text.split('\n');
   const tail = lines.pop() ?? ''; // after the last newline: '' or an unfinished line
   const first = parseLine(SnapshotLine, lines[0] ?? tail);
@@ -77,6 +78,16 @@ export function parseJournal(text: string): ParsedJournal | null {
 }
 
 /** A v1 file: one JSON object, on one line or (edited by hand) on several. */
+/**
+ * The journal's lines: everything before the first zero byte. After it comes the padding
+ * appends write over (journal-append-log.ts), or what is left of an append that never
+ * returned (never followed by another line: the next change rewrites the file).
+ */
+export function journalData(file: string): string {
+  const end = file.indexOf('\0');
+  return end === -1 ? file : file.slice(0, end);
+}
+
 function parseV1(text: string): ParsedJournal | null {
   const file = parseLine(V1File, text);
   if (file === null) return null;

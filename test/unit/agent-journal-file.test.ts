@@ -3,13 +3,14 @@
  * line per change, compaction, replay on open, torn and corrupt files, v1 files, and
  * failed appends. The behaviour both journals share is in agent-journal.test.ts.
  */
-import { appendFileSync, fdatasyncSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import type { CommandResult } from '../../shared/protocol/agent-messages.js';
 import type { JournalSnapshot } from '../../agent/journal/command-journal.js';
-import { compactionThreshold } from '../../agent/journal/journal-append-log.js';
+import { compactionThreshold, JOURNAL_PADDING_BYTES } from '../../agent/journal/journal-append-log.js';
+import { journalData } from '../../agent/journal/journal-file-format.js';
 import { FileCommandJournal, type FileCommandJournalOptions } from '../../agent/journal/file-command-journal.js';
 import { envelope } from './agent-test-hub.js';
 
@@ -32,11 +33,26 @@ function succeeded(commandId: string): CommandResult {
   return { commandId, outcome: 'succeeded', result: { n: 1 }, error: null };
 }
 
+/** The file's lines (before the zero padding). */
+function fileData(path: string): string {
+  return journalData(readFileSync(path, 'utf8'));
+}
+
 /** The file's lines, parsed; every line must end with a newline. */
 function fileLines(path: string): Array<Record<string, unknown>> {
-  const text = readFileSync(path, 'utf8');
+  const text = fileData(path);
   if (!text.endsWith('\n')) throw new Error('the journal file does not end with a newline');
   return text.slice(0, -1).split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+}
+
+/** Writes `text` where the next line would go: after the lines, over the padding. */
+function writeAtEnd(path: string, text: string): void {
+  const fd = openSync(path, 'r+');
+  try {
+    writeSync(fd, Buffer.from(text), 0, Buffer.byteLength(text), Buffer.byteLength(fileData(path)));
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** State independent of iteration order (a reopened journal orders by generation). */
@@ -131,7 +147,7 @@ t.test('a torn last line is ignored and never followed by another line', async (
     const done = cycle(j, 7);
     const before = state(j.snapshot());
     j.close();
-    appendFileSync(path, torn); // a crash in the middle of an append
+    writeAtEnd(path, torn); // a crash in the middle of an append (it writes over the padding)
     const again = open(t, path);
     t.same(state(again.snapshot()), before, `ignored: ${JSON.stringify(torn)}`);
     t.equal(fileLines(path).length, 1, 'rewritten as one snapshot before anything is appended');
@@ -148,7 +164,7 @@ t.test('a corrupt line before the last, or a bad snapshot, is refused and the fi
   const j = open(t, path);
   cycle(j, 3);
   j.close();
-  const good = readFileSync(path, 'utf8');
+  const good = fileData(path);
   const [snapshot, put, ack] = good.slice(0, -1).split('\n') as [string, string, string];
   t.ok(snapshot.includes('"highestGeneration":3'));
   const corrupt = [
@@ -193,9 +209,9 @@ t.test('a failed append rolls back memory and leaves the file as it was', async 
   const j = open(t, path, {
     retainAcknowledged: 1,
     appendCalls: {
-      write: (fd, data) => {
-        if (fault !== 'half-write') return writeSync(fd, data);
-        writeSync(fd, data.subarray(0, data.length >> 1));
+      write: (fd, data, position) => {
+        if (fault !== 'half-write') return writeSync(fd, data, 0, data.length, position);
+        writeSync(fd, data.subarray(0, data.length >> 1), 0, data.length >> 1, position);
         throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
       },
       sync: (fd) => {
@@ -209,14 +225,14 @@ t.test('a failed append rolls back memory and leaves the file as it was', async 
   j.recordAccepted(e, 'sig');
   j.recordFinal(succeeded(e.commandId));
   const before = j.snapshot();
-  const file = readFileSync(path, 'utf8');
+  const file = fileData(path);
 
   fault = 'half-write';
   const next = envelope(AGENT, { generation: 3 });
   t.throws(() => j.recordAccepted(next, 'sig'), { code: 'ERR_AGENT_STATE', retryable: true, cause: { code: 'ENOSPC' } });
   t.same(j.snapshot(), before, 'accept rolled back');
   t.equal(j.highestGeneration, 2);
-  t.equal(readFileSync(path, 'utf8'), file, 'the half line was cut off');
+  t.equal(readFileSync(path, 'utf8'), file, 'the half line was cut off (and the padding with it)');
 
   fault = 'none';
   j.recordAccepted(next, 'sig');
@@ -233,13 +249,13 @@ t.test('a failed append rolls back memory and leaves the file as it was', async 
   t.equal(j.acknowledge(next.commandId), true, 'an acknowledgement does not wait for the disk (a sync failure does not touch it)');
   t.equal(j.get(kept), undefined, 'it pruned the older acknowledged entry');
   const beforeAck = state(j.snapshot());
-  const file2 = readFileSync(path, 'utf8');
+  const file2 = fileData(path);
   fault = 'half-write';
   t.throws(() => j.acknowledge(e.commandId), { code: 'ERR_AGENT_STATE', cause: { code: 'ENOSPC' } }, 'an acknowledgement that prunes and fails to write…');
   t.same(state(j.snapshot()), beforeAck, '…is rolled back with what it pruned');
   t.equal(j.get(next.commandId)?.acknowledged, true);
   t.equal(j.get(e.commandId)?.acknowledged, false);
-  t.equal(readFileSync(path, 'utf8'), file2, 'the half-written line was cut off');
+  t.equal(readFileSync(path, 'utf8'), file2, 'the half-written line was cut off (and the padding with it)');
 
   fault = 'none';
   t.equal(j.acknowledge(e.commandId), true, 'the next change works');
@@ -269,4 +285,49 @@ t.test('close releases the file; later changes throw and close is safe to repeat
   t.throws(() => j.recordAccepted(envelope(AGENT, { generation: 2 }), 'sig'), { code: 'ERR_AGENT_STATE', message: /closed/ });
   t.equal(j.highestGeneration, 1, 'rolled back');
   t.equal(readFileSync(path, 'utf8'), file);
+});
+
+t.test('lines are written over zero padding: the file keeps its length until a line would not fit, which compacts', async (t) => {
+  const path = journalPath(t);
+  const j = open(t, path);
+  cycle(j, 1);
+  const length = statSync(path).size;
+  const snapshotBytes = Buffer.byteLength(`${JSON.stringify(fileLines(path)[0])}\n`);
+  t.equal(length, snapshotBytes + JOURNAL_PADDING_BYTES, 'a compaction writes the snapshot and the padding');
+  const before = fileData(path).length;
+  cycle(j, 2);
+  t.equal(statSync(path).size, length, 'appends do not grow the file');
+  t.ok(fileData(path).length > before, 'they write over the padding');
+  t.ok(readFileSync(path).subarray(Buffer.byteLength(fileData(path))).every((b) => b === 0), 'zeros after the lines');
+  // lines of ~100 KB: the padding holds about ten, far fewer than the line threshold
+  let compacted = false;
+  for (let g = 3; g < 40 && !compacted; g += 1) {
+    const lines = fileLines(path).length;
+    j.recordAccepted(envelope(AGENT, { generation: g, payload: { filler: 'f'.repeat(100_000) } }), 'sig');
+    compacted = fileLines(path).length === 1;
+    if (!compacted) t.equal(fileLines(path).length, lines + 1, `generation ${g} appended`);
+  }
+  t.ok(compacted, 'the line that did not fit compacted the file instead');
+  t.ok(statSync(path).size > length, 'with a larger snapshot and fresh padding');
+  t.equal(open(t, path).highestGeneration, j.highestGeneration, 'nothing lost');
+});
+
+t.test('bytes after the lines that are not zeros (part of an append that never returned) are never written after: the file is compacted at open', async (t) => {
+  const path = journalPath(t);
+  const j = open(t, path);
+  const done = cycle(j, 5);
+  const before = state(j.snapshot());
+  j.close();
+  open(t, path).close(); // compacted at open: one snapshot line, then zeros (a file the next open would append to)
+  t.equal(fileLines(path).length, 1);
+  // the end of a line whose first bytes never reached the disk: a zero, then text
+  const fd = openSync(path, 'r+');
+  writeSync(fd, Buffer.from('"op":"put"}\n'), 0, 12, Buffer.byteLength(fileData(path)) + 40);
+  closeSync(fd);
+  const again = open(t, path);
+  t.same(state(again.snapshot()), before, 'the lines before it are read');
+  t.ok(readFileSync(path).subarray(Buffer.byteLength(fileData(path))).every((b) => b === 0), 'rewritten with clean padding');
+  again.recordAccepted(envelope(AGENT, { generation: 6 }), 'sig');
+  t.equal(fileLines(path).length, 2, 'and appended to from then on');
+  t.equal(open(t, path).get(done)?.acknowledged, true);
 });
