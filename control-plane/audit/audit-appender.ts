@@ -41,6 +41,8 @@ const UNNEST = 'unnest($1::bigint[], $2::timestamptz[], $3::uuid[], $4::text[], 
  */
 export class AuditChainWriter {
   #head: ChainHead | null = null;
+  /** Until when statements may not link records with `failIfMoved` (see {@link inlineAllowed}). */
+  #inlinePausedUntil = 0;
 
   constructor(private readonly signer: CheckpointSigner, readonly checkpointEvery: number = CHECKPOINT_INTERVAL) {}
 
@@ -76,7 +78,13 @@ export class AuditChainWriter {
     this.#head = null;
     const linked = linkIfHeadUnchanged(known, drafts);
     // `failIfMoved`: no statement may follow (COMMIT travels with this one), so a moved head fails the statement instead of being settled after it
-    const expect = { sql: '(SELECT count(*) FROM self) = $1', values: [drafts.length], error: () => new AuditHeadMovedError() };
+    const expect = {
+      sql: '(SELECT count(*) FROM self) = $1', values: [drafts.length],
+      error: () => {
+        this.#inlinePausedUntil = Date.now() + INLINE_PAUSE_MS;
+        return new AuditHeadMovedError();
+      },
+    };
     return {
       write: options.failIfMoved === true ? { ...linked.write, expect } : linked.write,
       settle: async (client, changed) => {
@@ -87,6 +95,16 @@ export class AuditChainWriter {
         await this.append(client, drafts); // the head had moved: #head is null, so this locks and re-reads it
       },
     };
+  }
+
+  /**
+   * Whether a statement may link records with `failIfMoved` now. Not for a while after a
+   * moved head failed one: another writer is busy (many runs at once, a leak of a whole
+   * project), and a statement that fails must run its whole transaction again, where one
+   * that settles only appends after itself.
+   */
+  inlineAllowed(): boolean {
+    return Date.now() >= this.#inlinePausedUntil;
   }
 
   /** The head this process last wrote, if it still believes it current (for the group-commit path). */
@@ -104,6 +122,9 @@ export class AuditChainWriter {
     return this.signer() !== null && head.seq + count - head.checkpointSeq >= this.checkpointEvery;
   }
 }
+
+/** How long statements settle their records (no `failIfMoved`) after a moved head failed one. */
+const INLINE_PAUSE_MS = 10_000;
 
 /**
  * A statement that was to link audit records onto the head this process last wrote found

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import pg, { type Pool, type PoolClient, type QueryResult, type QueryResultRow } from 'pg';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
@@ -14,11 +15,22 @@ export async function withTransaction<T>(pool: Pick<Pool, 'connect'>, logger: Lo
 /**
  * A transaction's statement failed on purpose, having stored nothing, because something it
  * was built on moved (audit-appender.ts AuditHeadMovedError): {@link transact} rolls back and
- * runs the whole transaction again at once, a few times at most.
+ * runs the whole transaction again at once, a few times at most, and marked as such
+ * ({@link isRunAgain}): the run again must not take the optimistic path that failed.
  */
 export class RunAgainError extends SikkerError {}
 
 const RUNS_AFTER_RUN_AGAIN = 3;
+const runningAgain = new AsyncLocalStorage<true>();
+
+/**
+ * Whether the transaction in progress is run again after a {@link RunAgainError}: code that
+ * chose an optimistic path (one that fails when another writer got in first) takes the
+ * other one then, so that under contention a transaction fails at most once this way.
+ */
+export function isRunAgain(): boolean {
+  return runningAgain.getStore() === true;
+}
 
 /**
  * `body` begins the transaction and does its work; then COMMIT (unless its last statement
@@ -29,7 +41,7 @@ const RUNS_AFTER_RUN_AGAIN = 3;
 async function transact<T>(pool: Pick<Pool, 'connect'>, logger: Logger, body: (client: PoolClient) => Promise<T>): Promise<T> {
   for (let run = 1; ; run += 1) {
     try {
-      return await transactOnce(pool, logger, body);
+      return run === 1 ? await transactOnce(pool, logger, body) : await runningAgain.run(true, () => transactOnce(pool, logger, body));
     } catch (err) {
       if (!(err instanceof RunAgainError) || run >= RUNS_AFTER_RUN_AGAIN) throw err;
     }

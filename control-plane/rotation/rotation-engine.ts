@@ -6,7 +6,7 @@ import type { CommandResult } from '../../shared/protocol/agent-messages.js';
 import { PolicySpec } from '../../shared/protocol/rotation-api.js';
 import type { AuditChainWriter } from '../audit/audit-appender.js';
 import type { AuditDraft } from '../audit/audit-types.js';
-import { withTransactionFrom } from '../db/transaction.js';
+import { isRunAgain, withTransactionFrom } from '../db/transaction.js';
 import { completeCommandWrite, findCommand, type CommandRow } from '../hub/command-dal.js';
 import type { StatementWrite, WriteOutcome } from '../db/queryable.js';
 import type { ClaimedDelivery, ClaimTicket } from '../hub/hub-server.js';
@@ -726,9 +726,12 @@ class StepContext {
     const steps = this.steps.splice(0);
     const audits = [...lead, ...this.audits.splice(0)];
     // With the COMMIT in the same round trip nothing may follow the statement: its records
-    // must link onto the head as known here (a moved head fails it: AuditHeadMovedError).
-    const linked = this.chain.appendWrite(audits, { failIfMoved: options.commit === true });
-    const commit = options.commit === true && (linked !== null || audits.length === 0);
+    // must link onto the head as known here (a moved head fails it: AuditHeadMovedError, and
+    // the transaction runs again, then without the COMMIT in the statement: isRunAgain; and
+    // for a while no statement carries it, while another writer is busy: inlineAllowed).
+    const inline = options.commit === true && !isRunAgain() && this.chain.inlineAllowed();
+    const linked = this.chain.appendWrite(audits, { failIfMoved: inline });
+    const commit = inline && (linked !== null || audits.length === 0);
     const outcomes = await updateRunWithSteps(this.client, this.run.run_id, this.runChanges, steps, [...writes.map((w) => w.write), ...(linked === null ? [] : [linked.write])], commit);
     this.written.push(...steps);
     this.runChanges = {};

@@ -5,9 +5,10 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import t from 'tap';
+import { AuditChainWriter, AuditHeadMovedError } from '../../control-plane/audit/audit-appender.js';
 import { queryThenCommit } from '../../control-plane/db/commit-with.js';
 import { migrate } from '../../control-plane/db/migrate.js';
-import { RunAgainError, withTransaction } from '../../control-plane/db/transaction.js';
+import { isRunAgain, RunAgainError, withTransaction } from '../../control-plane/db/transaction.js';
 import { updateRunWithSteps } from '../../control-plane/rotation/rotation-dal.js';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import { createLogger } from '../../shared/logging/logger.js';
@@ -78,15 +79,19 @@ t.test('withTransaction does not commit again after a statement that carried the
   t.equal(await note(3), 'three!', 'rolled back, not committed by a stale mark');
 });
 
-t.test('a RunAgainError runs the whole transaction again, a few times at most', async (t) => {
+t.test('a RunAgainError runs the whole transaction again, marked as such, a few times at most', async (t) => {
   let runs = 0;
+  const marks: boolean[] = [];
   const result = await withTransaction(pool, logger, async (client) => {
     runs += 1;
+    marks.push(isRunAgain());
     await client.query('INSERT INTO items VALUES ($1, $2)', [100 + runs, 'try']);
     if (runs < 2) throw new RunAgainError('ERR_CONFLICT', 'moved', { retryable: true });
     return runs;
   });
   t.equal(result, 2);
+  t.same(marks, [false, true], 'the second run knows it is one (it must not take the optimistic path again)');
+  t.equal(isRunAgain(), false, 'and the mark ends with it');
   t.equal(await note(101), null, 'the first try was rolled back');
   t.equal(await note(102), 'try');
   let endless = 0;
@@ -127,4 +132,31 @@ t.test('a write\'s expectation fails the combined statement: nothing of it is st
   }
   t.equal(await note(10), 'ten+');
   t.equal(await note(11), 'touched');
+});
+
+t.test('audit records linked with failIfMoved fail the statement when another writer moved the head; the writer then settles for a while', async (t) => {
+  const writer = new AuditChainWriter(() => null);
+  const other = new AuditChainWriter(() => null);
+  const draft = (action: string) => ({ identityId: null, sourceIp: null, action, outcome: 'success' });
+  await withTransaction(pool, logger, (client) => writer.append(client, [draft('test.first')]));
+  t.equal(writer.inlineAllowed(), true);
+  await withTransaction(pool, logger, (client) => other.append(client, [draft('test.other-writer')])); // writer's head is stale now
+  const linked = writer.appendWrite([draft('test.linked')], { failIfMoved: true });
+  t.ok(linked?.write.expect, 'the write carries its expectation');
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await t.rejects(updateRunWithSteps(client, randomUUID(), {}, [], [linked!.write], true), AuditHeadMovedError);
+    await client.query('ROLLBACK');
+  } finally {
+    client.release();
+  }
+  t.ok(new AuditHeadMovedError() instanceof RunAgainError, 'a transaction failed this way is run again');
+  t.equal(writer.inlineAllowed(), false, 'and for a while statements settle their records instead');
+  const actions = async () => (await pool.query<{ action: string }>('SELECT action FROM audit_records ORDER BY seq')).rows.map((r) => r.action);
+  t.same(await actions(), ['test.first', 'test.other-writer'], 'nothing of the failed statement was stored');
+  await withTransaction(pool, logger, (c) => writer.append(c, [draft('test.after')]));
+  t.same(await actions(), ['test.first', 'test.other-writer', 'test.after'], 'the writer links onto the real head afterwards');
+  const settling = writer.appendWrite([draft('test.settled')]);
+  t.equal(settling?.write.expect, undefined, 'without failIfMoved a write settles after the statement (no expectation)');
 });
