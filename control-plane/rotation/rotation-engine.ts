@@ -181,10 +181,11 @@ export class RotationEngine {
    * alongside. One commit makes the run, the pending version and the command durable
    * together, so the pending version is on record before anything can reach the agent.
    *
-   * The step's audit records are returned, not written: the caller appends them with its
-   * own in one append as the last statement before its commit (the audit chain's head is
-   * locked from the append to the commit, so that is what serialises concurrent starts).
-   * After the commit, call {@link afterCommit} with the result to tell the agent.
+   * The step's audit records go with `first.audits` (the caller's) into the step's one
+   * statement, the last of the transaction: it may carry the COMMIT (commit-with.ts), so the
+   * caller writes nothing after this returns, and commits as withTransaction does (which
+   * then sends no COMMIT of its own). After the commit, call {@link afterCommit} with the
+   * result to tell the agent.
    */
   async startWithin(client: PoolClient, inserted: RunRow, first: FirstRecords, known: { policy?: PolicyRow | null; target?: TargetRow | null; secret?: LockedSecretRead } = {}): Promise<StartedRun> {
     // The run was inserted in this transaction, so no one else can see it, let alone lock it.
@@ -720,6 +721,8 @@ class StepContext {
    * first: the run's creator's) linked onto the chain's head as last known here, then the run's
    * changes and steps (AuditChainWriter.appendWrite, rotation-dal.ts updateRunWithSteps). When
    * the head had moved, or records came from a write's `then`, they are appended after it.
+   * `commit`: nothing follows in the transaction, so the COMMIT may travel with the statement
+   * (then the head must not have moved, and no `then` may add records).
    */
   async flush(lead: AuditDraft[] = [], options: { commit?: boolean } = {}): Promise<void> {
     const writes = this.writes.splice(0);
