@@ -1,4 +1,3 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import pg, { type Pool, type PoolClient, type QueryResult, type QueryResultRow } from 'pg';
 import { SikkerError } from '../../shared/errors/sikker-error.js';
 import type { Logger } from '../../shared/logging/logger.js';
@@ -21,15 +20,16 @@ export async function withTransaction<T>(pool: Pick<Pool, 'connect'>, logger: Lo
 export class RunAgainError extends SikkerError {}
 
 const RUNS_AFTER_RUN_AGAIN = 3;
-const runningAgain = new AsyncLocalStorage<true>();
+/** The connections of transactions run again, while they run (a mark on the client, not an AsyncLocalStorage: that would tax every promise of the process from its first use). */
+const runningAgain = new WeakSet<PoolClient>();
 
 /**
- * Whether the transaction in progress is run again after a {@link RunAgainError}: code that
- * chose an optimistic path (one that fails when another writer got in first) takes the
- * other one then, so that under contention a transaction fails at most once this way.
+ * Whether the transaction in progress on `client` is run again after a {@link RunAgainError}:
+ * code that chose an optimistic path (one that fails when another writer got in first) takes
+ * the other one then, so that under contention a transaction fails at most once this way.
  */
-export function isRunAgain(): boolean {
-  return runningAgain.getStore() === true;
+export function isRunAgain(client: PoolClient): boolean {
+  return runningAgain.has(client);
 }
 
 /**
@@ -41,15 +41,16 @@ export function isRunAgain(): boolean {
 async function transact<T>(pool: Pick<Pool, 'connect'>, logger: Logger, body: (client: PoolClient) => Promise<T>): Promise<T> {
   for (let run = 1; ; run += 1) {
     try {
-      return run === 1 ? await transactOnce(pool, logger, body) : await runningAgain.run(true, () => transactOnce(pool, logger, body));
+      return await transactOnce(pool, logger, body, run > 1);
     } catch (err) {
       if (!(err instanceof RunAgainError) || run >= RUNS_AFTER_RUN_AGAIN) throw err;
     }
   }
 }
 
-async function transactOnce<T>(pool: Pick<Pool, 'connect'>, logger: Logger, body: (client: PoolClient) => Promise<T>): Promise<T> {
+async function transactOnce<T>(pool: Pick<Pool, 'connect'>, logger: Logger, body: (client: PoolClient) => Promise<T>, again: boolean): Promise<T> {
   const client = await pool.connect();
+  if (again) runningAgain.add(client);
   try {
     const result = await body(client);
     if (!takeCommitted(client)) await client.query('COMMIT');
@@ -59,6 +60,7 @@ async function transactOnce<T>(pool: Pick<Pool, 'connect'>, logger: Logger, body
     if (!takeCommitted(client)) await client.query('ROLLBACK').catch((rollbackErr: unknown) => logger.warn({ err: rollbackErr }, 'rollback failed'));
     throw err;
   } finally {
+    runningAgain.delete(client);
     client.release();
   }
 }

@@ -732,7 +732,7 @@ class StepContext {
     // must link onto the head as known here (a moved head fails it: AuditHeadMovedError, and
     // the transaction runs again, then without the COMMIT in the statement: isRunAgain; and
     // for a while no statement carries it, while another writer is busy: inlineAllowed).
-    const inline = options.commit === true && !isRunAgain() && this.chain.inlineAllowed();
+    const inline = options.commit === true && !isRunAgain(this.client) && this.chain.inlineAllowed();
     const linked = this.chain.appendWrite(audits, { failIfMoved: inline });
     const commit = inline && (linked !== null || audits.length === 0);
     const outcomes = await updateRunWithSteps(this.client, this.run.run_id, this.runChanges, steps, [...writes.map((w) => w.write), ...(linked === null ? [] : [linked.write])], commit);
