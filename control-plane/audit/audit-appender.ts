@@ -78,15 +78,12 @@ export class AuditChainWriter {
     this.#head = null;
     const linked = linkIfHeadUnchanged(known, drafts);
     // `failIfMoved`: no statement may follow (COMMIT travels with this one), so a moved head fails the statement instead of being settled after it
-    const expect = {
-      sql: '(SELECT count(*) FROM self) = $1', values: [drafts.length],
-      error: () => {
-        this.#inlinePausedUntil = Date.now() + INLINE_PAUSE_MS;
-        return new AuditHeadMovedError();
-      },
+    const moved = (): AuditHeadMovedError => {
+      this.#inlinePausedUntil = Date.now() + INLINE_PAUSE_MS;
+      return new AuditHeadMovedError();
     };
     return {
-      write: options.failIfMoved === true ? { ...linked.write, expect } : linked.write,
+      write: options.failIfMoved === true ? { ...linked.write, expect: { sql: '(SELECT count(*) FROM self) = $1', values: [drafts.length], error: moved } } : linked.write,
       settle: async (client, changed) => {
         if (changed === drafts.length) {
           this.#head = linked.head;

@@ -64,8 +64,3 @@ export function queryThenCommit<R extends QueryResultRow>(client: PoolClient, co
 export function takeCommitted(client: PoolClient): boolean {
   return committed.delete(client);
 }
-
-/** Whether `client`'s transaction was committed by {@link queryThenCommit}, without forgetting it. */
-export function isCommitted(client: PoolClient): boolean {
-  return committed.has(client);
-}
