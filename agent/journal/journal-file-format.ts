@@ -77,7 +77,6 @@ export function parseJournal(file: string): ParsedJournal | null {
   return { snapshot, changes, retainAcknowledged: first.retainAcknowledged, appendable: lines.length === 1 && tail === '' };
 }
 
-/** A v1 file: one JSON object, on one line or (edited by hand) on several. */
 /**
  * The journal's lines: everything before the first zero byte. After it comes the padding
  * appends write over (journal-append-log.ts), or what is left of an append that never
@@ -88,6 +87,7 @@ export function journalData(file: string): string {
   return end === -1 ? file : file.slice(0, end);
 }
 
+/** A v1 file: one JSON object, on one line or (edited by hand) on several. */
 function parseV1(text: string): ParsedJournal | null {
   const file = parseLine(V1File, text);
   if (file === null) return null;

@@ -12,7 +12,7 @@ import pg, { type PoolClient, type QueryResult, type QueryResultRow } from 'pg';
  * is not marked committed.
  *
  * Built on pg's Query (pinned in package-lock.json): it overrides `_getRows`, the one
- * place pg writes Execute and Sync of an unpaged query (test/integration/db/commit-with.test.ts
+ * place pg writes Execute and Sync of an unpaged query (test/integration/commit-with.test.ts
  * shows both the commit and the failure path on a real server).
  */
 const committed = new WeakSet<PoolClient>();
